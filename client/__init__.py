@@ -1,0 +1,30 @@
+"""The tritonize client SDK: call tritonize ensembles over gRPC.
+
+Needs only ``tritonclient[grpc]`` and numpy; never torch, transformers or onnx.
+"""
+
+from tritonize.client.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerUnavailable,
+    TaskMismatch,
+    TritonizeError,
+)
+from tritonize.client.models import ModelInfo
+from tritonize.client.sync import Client
+from tritonize.protocol import LabelScore
+
+__all__ = [
+    "Client",
+    "DeadlineExceeded",
+    "InvalidInput",
+    "LabelScore",
+    "ModelInfo",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ServerUnavailable",
+    "TaskMismatch",
+    "TritonizeError",
+]

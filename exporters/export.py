@@ -1,0 +1,231 @@
+"""``tritonize export``: a checkpoint becomes a tokenizer -> encoder -> postprocess ensemble."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO
+
+import tritonize
+from tritonize import protocol
+from tritonize.exporters import configs, plugins
+from tritonize.exporters.checkpoint import ExportError, open_checkpoint
+from tritonize.exporters.configs import Tensor
+from tritonize.exporters.formats.base import FormatPlugin
+from tritonize.exporters.onnx_export import OnnxEncoder, build_encoder
+from tritonize.exporters.tasks.base import ExportSpec, TaskPlugin
+from tritonize.exporters.writer import RepositoryWriter, Staging
+
+BACKEND_CODE = Path(__file__).resolve().parent / "backend"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass
+class ExportOptions:
+    checkpoint: str
+    task: str
+    name: str
+    repository: Path = Path("model_repository")
+    backend: str = "python-onnxruntime"
+    max_batch_size: int = 32
+    instances: int = 1
+    max_length: Optional[int] = None
+    atol: float = 1e-4
+    task_options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExportResult:
+    name: str
+    repository: Path
+    models: List[str]
+    max_abs_diff: float
+    seconds: float
+
+
+class Progress:
+    """Numbered stages with their durations, on stderr."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self.total, self.done, self.stream = total, 0, stream
+
+    @contextmanager
+    def __call__(self, message: str) -> Iterator[None]:
+        self.done += 1
+        self.stream.write(f"[{self.done}/{self.total}] {message} ...")
+        self.stream.flush()
+        started = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.stream.write(" failed\n")
+            raise
+        self.stream.write(f" {time.perf_counter() - started:.1f}s\n")
+        self.stream.flush()
+
+
+def _check_options(options: ExportOptions) -> None:
+    if not NAME_PATTERN.match(options.name):
+        raise ExportError(
+            f"model name {options.name!r} is not valid: use letters, digits, '_', '-' or '.' "
+            "(at most 100 characters, starting with a letter or digit)"
+        )
+    if options.max_batch_size < 1:
+        raise ExportError(f"--max-batch-size must be at least 1, got {options.max_batch_size}")
+    if options.instances < 1:
+        raise ExportError(f"--instances must be at least 1, got {options.instances}")
+    if options.atol <= 0:
+        raise ExportError(f"--atol must be positive, got {options.atol}")
+
+
+def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder: OnnxEncoder,
+                     model_dir: Path, name: str) -> configs.mc.ModelConfig:
+    from tritonize.exporters.formats.base import ENCODER_INPUTS
+
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    backend_tokenizer = spec.checkpoint.tokenizer.backend_tokenizer
+    # Truncation and padding are the step's own business (see tokenizer.py):
+    # a tokenizer.json that pads or truncates (some checkpoints ship one that
+    # cuts at 128) would change every answer.
+    backend_tokenizer.no_truncation()
+    backend_tokenizer.no_padding()
+    backend_tokenizer.save(str(version_dir / "tokenizer.json"))
+    shutil.copy2(BACKEND_CODE / task.tokenizer_source, version_dir / "model.py")
+    outputs = task.tokenizer_outputs(spec, [ENCODER_INPUTS[n] for n in encoder.input_names])
+    config = configs.model_config(
+        name,
+        backend="python",
+        max_batch_size=spec.max_batch_size,
+        inputs=task.tokenizer_inputs(spec),
+        outputs=outputs,
+        parameters={
+            protocol.PARAM_TASK: spec.task,
+            protocol.PARAM_ROLE: "tokenizer",
+            protocol.PARAM_MAX_LENGTH: str(spec.max_length),
+            protocol.PARAM_PAD_TO_MULTIPLE_OF: str(fmt.pad_to_multiple_of),
+            "tritonize.pad_token_id": str(spec.checkpoint.tokenizer.pad_token_id or 0),
+            **task.tokenizer_parameters(spec),
+        },
+    )
+    configs.add_dynamic_batching(config)
+    configs.add_instances(config, spec.instances)
+    return config
+
+
+def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: str) -> configs.mc.ModelConfig:
+    version_dir = model_dir / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BACKEND_CODE / task.postprocess_source, version_dir / "model.py")
+    config = configs.model_config(
+        name,
+        backend="python",
+        max_batch_size=spec.max_batch_size,
+        inputs=task.postprocess_inputs(spec),
+        outputs=task.ensemble_outputs(spec),
+        parameters={
+            protocol.PARAM_TASK: spec.task,
+            protocol.PARAM_ROLE: "postprocess",
+            **task.postprocess_parameters(spec),
+        },
+    )
+    configs.add_dynamic_batching(config)
+    configs.add_instances(config, 1)
+    return config
+
+
+def _identity(tensors: List[Tensor]) -> Dict[str, str]:
+    return {t.name: t.name for t in tensors}
+
+
+def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder: OnnxEncoder,
+                 staging: Staging) -> List[str]:
+    names = {role: protocol.step_name(spec.name, role) for role in protocol.ROLES}
+
+    tokenizer_dir = staging.model_dir(names["tokenizer"])
+    tokenizer = _write_tokenizer(spec, task, fmt, encoder, tokenizer_dir, names["tokenizer"])
+    configs.write_config(tokenizer_dir, tokenizer)
+
+    encoder_dir = staging.model_dir(names["encoder"])
+    step = fmt.write_encoder(spec, encoder, task.encoder_outputs, encoder_dir, names["encoder"])
+    configs.write_config(encoder_dir, step.config)
+
+    postprocess_dir = staging.model_dir(names["postprocess"])
+    postprocess = _write_postprocess(spec, task, postprocess_dir, names["postprocess"])
+    configs.write_config(postprocess_dir, postprocess)
+
+    tokenizer_outputs = [Tensor(o.name, "int64") for o in tokenizer.output]
+    ensemble = configs.ensemble_config(
+        names["ensemble"],
+        inputs=task.ensemble_inputs(spec),
+        outputs=task.ensemble_outputs(spec),
+        max_batch_size=spec.max_batch_size,
+        steps=[
+            (names["tokenizer"], _identity(task.tokenizer_inputs(spec)), _identity(tokenizer_outputs)),
+            (names["encoder"], step.input_map, step.output_map),
+            (names["postprocess"], _identity(task.postprocess_inputs(spec)),
+             _identity(task.ensemble_outputs(spec))),
+        ],
+        parameters={
+            protocol.PARAM_TASK: spec.task,
+            protocol.PARAM_ROLE: "ensemble",
+            protocol.PARAM_SOURCE: spec.checkpoint.source,
+            protocol.PARAM_VERSION: tritonize.__version__,
+            protocol.PARAM_MAX_LENGTH: str(spec.max_length),
+            "tritonize.backend": fmt.name,
+            **task.ensemble_parameters(spec),
+        },
+    )
+    ensemble_dir = staging.model_dir(names["ensemble"])
+    (ensemble_dir / "1").mkdir(exist_ok=True)  # Triton wants a version folder, even for ensembles
+    configs.write_config(ensemble_dir, ensemble)
+    return [names[role] for role in protocol.ROLES]
+
+
+def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
+    """Export ``options.checkpoint`` into ``options.repository``; all or nothing."""
+    started = time.perf_counter()
+    _check_options(options)
+    task = plugins.get_task(options.task)
+    fmt = plugins.get_format(options.backend)
+    progress = Progress(total=5, stream=stream)
+
+    with progress(f"opening checkpoint {options.checkpoint}"):
+        checkpoint = open_checkpoint(options.checkpoint)
+        task.check_checkpoint(checkpoint)
+        spec = ExportSpec(
+            name=options.name,
+            task=task.name,
+            checkpoint=checkpoint,
+            max_batch_size=options.max_batch_size,
+            instances=options.instances,
+            max_length=checkpoint.max_length(options.max_length),
+            options=task.options(checkpoint, options.task_options),
+        )
+
+    writer = RepositoryWriter(options.repository)
+    with tempfile.TemporaryDirectory(prefix="tritonize-export-") as tmp:
+        encoder = build_encoder(checkpoint, task, Path(tmp), spec.max_length, options.atol, progress)
+        with progress(f"writing {options.name} into {writer.repository}"):
+            with writer.transaction() as staging:
+                models = write_models(spec, task, fmt, encoder, staging)
+    seconds = time.perf_counter() - started
+    stream.write(
+        f"exported {options.name} ({task.name}, {fmt.name}) to {writer.repository}: "
+        f"{', '.join(models)}; ONNX vs PyTorch max |diff| {encoder.max_abs_diff:.1e}; {seconds:.1f}s\n"
+    )
+    return ExportResult(options.name, writer.repository, models, encoder.max_abs_diff, seconds)
+
+
+def summary(result: ExportResult) -> str:
+    return json.dumps(
+        {"name": result.name, "repository": str(result.repository), "models": result.models,
+         "max_abs_diff": result.max_abs_diff, "seconds": round(result.seconds, 2)}
+    )

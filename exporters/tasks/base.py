@@ -1,0 +1,104 @@
+"""The task plugin interface.
+
+A task plugin says what happens around the encoder for one transformers
+pipeline task: which head the checkpoint needs, the ensemble's inputs and
+outputs, what the tokenizer step emits, and the postprocess step's code and
+parameters. The shared machinery (ONNX export, validation, the repository
+writer, the encoder formats) does the rest, so a new task is a new plugin.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, Mapping, Sequence
+
+from tritonize import protocol
+from tritonize.exporters.checkpoint import Checkpoint, ExportError
+from tritonize.exporters.configs import Tensor
+
+
+@dataclass
+class ExportSpec:
+    """Everything an export needs to know, resolved and validated."""
+
+    name: str
+    task: str
+    checkpoint: Checkpoint
+    max_batch_size: int
+    instances: int
+    max_length: int
+    options: Dict[str, Any] = field(default_factory=dict)
+
+
+class TaskPlugin(ABC):
+    #: the transformers pipeline task name
+    name: ClassVar[str]
+    #: the transformers Auto class whose head the checkpoint must have
+    auto_model_class: ClassVar[str]
+    #: architecture suffix of a checkpoint with that head, e.g. "ForSequenceClassification"
+    head_suffix: ClassVar[str]
+    #: ensemble tensor name -> ONNX output name of the encoder
+    encoder_outputs: ClassVar[Mapping[str, str]]
+    #: file in tritonize/exporters/backend that becomes the postprocess model.py
+    postprocess_source: ClassVar[str]
+    #: the tokenizer step's model.py
+    tokenizer_source: ClassVar[str] = "tokenizer.py"
+
+    # -- checks --------------------------------------------------------------
+    def check_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Refuse, before any weights are loaded, a checkpoint that has another head."""
+        architectures = checkpoint.architectures
+        if architectures and not any(a.endswith(self.head_suffix) for a in architectures):
+            raise ExportError(
+                f"checkpoint {checkpoint.source!r} has no {self.name} head (architectures: "
+                f"{', '.join(architectures)}); fine-tune it with a *{self.head_suffix} head first, "
+                f"or export it with the --task that matches its head"
+            )
+
+    def check_loaded(self, checkpoint: Checkpoint, missing_keys: Sequence[str]) -> None:
+        """Refuse a checkpoint whose head weights were missing (randomly initialised)."""
+        if missing_keys:
+            shown = ", ".join(list(missing_keys)[:4])
+            raise ExportError(
+                f"checkpoint {checkpoint.source!r} has no trained {self.name} head: weights "
+                f"{shown} are missing and would be random; fine-tune it first"
+            )
+
+    def options(self, checkpoint: Checkpoint, given: Mapping[str, Any]) -> Dict[str, Any]:
+        """Validate and complete the task's own export options."""
+        return dict(given)
+
+    # -- the contract --------------------------------------------------------
+    @abstractmethod
+    def ensemble_inputs(self, spec: ExportSpec) -> List[Tensor]:
+        ...
+
+    @abstractmethod
+    def ensemble_outputs(self, spec: ExportSpec) -> List[Tensor]:
+        ...
+
+    def tokenizer_inputs(self, spec: ExportSpec) -> List[Tensor]:
+        return [Tensor(protocol.TEXT, "string", (1,))]
+
+    def tokenizer_outputs(self, spec: ExportSpec, encoder_inputs: Sequence[str]) -> List[Tensor]:
+        return [Tensor(name, "int64", (-1,)) for name in encoder_inputs]
+
+    def tokenizer_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def postprocess_inputs(self, spec: ExportSpec) -> List[Tensor]:
+        ...
+
+    @abstractmethod
+    def postprocess_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
+        ...
+
+    def ensemble_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
+        """What the SDK needs to know, beyond the task (which every config carries)."""
+        return {}
+
+    @abstractmethod
+    def validation_texts(self) -> List[str]:
+        """Texts on which the ONNX encoder is checked against PyTorch."""

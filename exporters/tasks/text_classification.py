@@ -1,0 +1,62 @@
+"""text-classification: sequence-classification head, scores as the pipeline gives them."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from tritonize import protocol
+from tritonize.exporters.checkpoint import Checkpoint
+from tritonize.exporters.configs import Tensor
+from tritonize.exporters.tasks.base import ExportSpec, TaskPlugin
+
+
+def function_to_apply(config: Any) -> str:
+    """The score function ``pipeline("text-classification")`` picks for this config."""
+    problem_type = getattr(config, "problem_type", None)
+    num_labels = int(config.num_labels)
+    if problem_type == "regression":
+        return "none"
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return "sigmoid"
+    if problem_type == "single_label_classification" or num_labels > 1:
+        return "softmax"
+    return "none"  # pragma: no cover - num_labels < 1 is not a valid config
+
+
+def labels(checkpoint: Checkpoint) -> List[str]:
+    id2label = checkpoint.config.id2label
+    return [str(id2label[i]) for i in range(int(checkpoint.config.num_labels))]
+
+
+class TextClassificationTask(TaskPlugin):
+    name = protocol.TEXT_CLASSIFICATION
+    auto_model_class = "AutoModelForSequenceClassification"
+    head_suffix = "ForSequenceClassification"
+    encoder_outputs = {protocol.LOGITS: "logits"}
+    postprocess_source = "postprocess_text_classification.py"
+
+    def ensemble_inputs(self, spec: ExportSpec) -> List[Tensor]:
+        return [Tensor(protocol.TEXT, "string", (1,))]
+
+    def ensemble_outputs(self, spec: ExportSpec) -> List[Tensor]:
+        return [Tensor(protocol.LABELS, "string", (-1,)), Tensor(protocol.SCORES, "fp32", (-1,))]
+
+    def postprocess_inputs(self, spec: ExportSpec) -> List[Tensor]:
+        return [Tensor(protocol.LOGITS, "fp32", (-1,))]
+
+    def postprocess_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
+        return {
+            protocol.PARAM_LABELS: labels(spec.checkpoint),
+            protocol.PARAM_FUNCTION_TO_APPLY: function_to_apply(spec.checkpoint.config),
+        }
+
+    def ensemble_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
+        return self.postprocess_parameters(spec)
+
+    def validation_texts(self) -> List[str]:
+        return [
+            "A short one.",
+            "The quick brown fox jumps over the lazy dog, and then it runs away into the forest.",
+            "Café au lait, s'il vous plaît! 東京 is lovely in spring 🌸.",
+            "no",
+        ]

@@ -1,0 +1,1 @@
+"""Locust load tests on the tritonize SDK, with SLA gates (see loadtest/README.md)."""

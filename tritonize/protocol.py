@@ -1,0 +1,75 @@
+"""The served contract: task names, tensor names, config parameter keys, results.
+
+This module is shared by the exporters (which write the contract into every
+``config.pbtxt``), the client SDK (which reads it back from the server) and
+the Python-backend models. It uses the standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Iterator, Tuple
+
+# Task names are the transformers pipeline names.
+TEXT_CLASSIFICATION = "text-classification"
+TOKEN_CLASSIFICATION = "token-classification"
+QUESTION_ANSWERING = "question-answering"
+TASKS: Tuple[str, ...] = (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, QUESTION_ANSWERING)
+
+# Ensemble tensors. Strings travel as TYPE_STRING (BYTES on the wire).
+TEXT = "TEXT"
+# text-classification outputs: every label, sorted by score, best first.
+LABELS = "LABELS"
+SCORES = "SCORES"
+
+# Tensors between the steps of an ensemble.
+INPUT_IDS = "INPUT_IDS"
+ATTENTION_MASK = "ATTENTION_MASK"
+TOKEN_TYPE_IDS = "TOKEN_TYPE_IDS"
+LOGITS = "LOGITS"
+
+# Keys of ``parameters`` in every generated config.pbtxt. The SDK learns what a
+# model is from these, so they are part of the public contract.
+PARAM_TASK = "tritonize.task"
+PARAM_ROLE = "tritonize.role"  # ensemble | tokenizer | encoder | postprocess
+PARAM_LABELS = "tritonize.labels"  # JSON list, index = class id
+PARAM_FUNCTION_TO_APPLY = "tritonize.function_to_apply"  # softmax | sigmoid | none
+PARAM_MAX_LENGTH = "tritonize.max_length"
+PARAM_ENCODER_INPUTS = "tritonize.encoder_inputs"  # JSON list of ONNX input names
+PARAM_PAD_TO_MULTIPLE_OF = "tritonize.pad_to_multiple_of"
+PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
+PARAM_VERSION = "tritonize.version"
+
+ROLES = ("ensemble", "tokenizer", "encoder", "postprocess")
+
+FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")
+
+
+def step_name(model: str, role: str) -> str:
+    """Name of one step of the ensemble ``model`` (``role`` = tokenizer|encoder|postprocess)."""
+    if role == "ensemble":
+        return model
+    return f"{model}_{role}"
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label of a text-classification result, as ``pipeline`` returns it."""
+
+    label: str
+    score: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    # Mapping-style access, so code written against pipeline dicts keeps working.
+    def __getitem__(self, key: str) -> Any:
+        if key not in ("label", "score"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self) -> Tuple[str, ...]:
+        return ("label", "score")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
