@@ -15,6 +15,7 @@ class ModelInfo:
 
     name: str
     task: Optional[str]
+    role: Optional[str] = None
     labels: List[str] = field(default_factory=list)
     max_batch_size: int = 0
     inputs: List[str] = field(default_factory=list)
@@ -32,6 +33,7 @@ class ModelInfo:
         return cls(
             name=str(config.get("name", "")),
             task=parameters.get(protocol.PARAM_TASK),
+            role=parameters.get(protocol.PARAM_ROLE),
             labels=list(json.loads(labels_text)) if labels_text else [],
             max_batch_size=int(config.get("max_batch_size", 0) or 0),
             inputs=[str(i["name"]) for i in config.get("input", [])],

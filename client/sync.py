@@ -112,6 +112,13 @@ class Client:
 
     def _require(self, model: str, task: str, timeout: Optional[float]) -> ModelInfo:
         info = self.model_info(model, timeout=timeout)
+        if info.task and info.role not in (None, "ensemble"):
+            raise TaskMismatch(
+                f"model {model!r} on {self.url} is the {info.role} step of a tritonize ensemble; "
+                "call the ensemble itself",
+                url=self.url,
+                model=model,
+            )
         if info.task != task:
             served = f"serves {info.task!r}" if info.task else "is not a tritonize model"
             raise TaskMismatch(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -55,7 +56,7 @@ def load_model(checkpoint: Checkpoint, task: TaskPlugin) -> Any:
     import transformers
 
     auto = getattr(transformers, task.auto_model_class)
-    logging.getLogger("transformers.modeling_utils").setLevel(logging.ERROR)
+    transformers.logging.set_verbosity_error()
     try:
         model, info = auto.from_pretrained(checkpoint.location, output_loading_info=True)
     except (OSError, ValueError) as exc:
@@ -75,14 +76,16 @@ def export_onnx(model: Any, task: TaskPlugin, checkpoint: Checkpoint, output_dir
     with tempfile.TemporaryDirectory(prefix="tritonize-onnx-") as tmp:
         for name in ("optimum", "optimum.exporters", "torch.onnx"):
             logging.getLogger(name).setLevel(logging.ERROR)
-        onnx_export_from_model(
-            model,
-            tmp,
-            task=task.name,
-            do_validation=False,  # we validate below, and fail hard
-            preprocessors=[checkpoint.tokenizer],
-            device="cpu",
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings: the validation below is what counts
+            onnx_export_from_model(
+                model,
+                tmp,
+                task=task.name,
+                do_validation=False,  # we validate below, and fail hard
+                preprocessors=[checkpoint.tokenizer],
+                device="cpu",
+            )
         produced = sorted(Path(tmp).glob("model.onnx*"))
         if not produced:
             raise ExportError(f"optimum wrote no model.onnx for {checkpoint.source!r}")

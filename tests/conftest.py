@@ -1,0 +1,82 @@
+"""Shared fixtures: tiny checkpoints, one exported repository, one real tritonserver.
+
+Everything here is real: checkpoints are built with transformers/tokenizers,
+exported with optimum, served by the pip-installed tritonserver, and compared
+with transformers pipelines.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+
+from checkpoints import ARCHITECTURES, make_tiny_checkpoint
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_CACHE = REPO_ROOT / ".cache" / "test-checkpoints"
+
+# name -> (architecture, problem_type, num_labels)
+CLASSIFIERS: Dict[str, tuple] = {
+    **{f"{arch}-single": (arch, "single_label_classification", 3) for arch in ARCHITECTURES},
+    "bert-multi": ("bert", "multi_label_classification", 4),
+    "roberta-multi": ("roberta", "multi_label_classification", 4),
+    "xlm-roberta-multi": ("xlm-roberta", "multi_label_classification", 5),
+    "distilbert-regression": ("distilbert", "regression", 1),
+    "electra-one-label": ("electra", None, 1),
+}
+
+
+def tiny_classifier(name: str) -> Path:
+    arch, problem_type, num_labels = CLASSIFIERS[name]
+    return make_tiny_checkpoint(
+        arch,
+        CHECKPOINT_CACHE / f"text-classification-{name}",
+        "text-classification",
+        problem_type=problem_type,
+        num_labels=num_labels,
+    )
+
+
+@dataclass
+class Served:
+    url: str
+    repository: Path
+    checkpoints: Dict[str, Path]
+    server: object
+
+
+@pytest.fixture(scope="session")
+def classifier_checkpoints() -> Dict[str, Path]:
+    return {name: tiny_classifier(name) for name in CLASSIFIERS}
+
+
+@pytest.fixture(scope="session")
+def served_classifiers(tmp_path_factory, classifier_checkpoints) -> Iterator[Served]:
+    """Every tiny classifier exported into one repository and served by one tritonserver."""
+    from tritonize.deploy import LocalServer, free_port
+    from tritonize.exporters.export import ExportOptions, export
+
+    repository = tmp_path_factory.mktemp("classifiers") / "model_repository"
+    log = io.StringIO()
+    for name, checkpoint in classifier_checkpoints.items():
+        export(ExportOptions(str(checkpoint), "text-classification", name, repository), stream=log)
+    # a short max length, to check truncation against the pipeline's
+    export(
+        ExportOptions(str(classifier_checkpoints["bert-single"]), "text-classification",
+                      "bert-short", repository, max_length=16, max_batch_size=4),
+        stream=log,
+    )
+    server = LocalServer(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+        ready_timeout=300,
+    )
+    with server:
+        yield Served(server.grpc_url, repository, dict(classifier_checkpoints), server)
