@@ -59,7 +59,7 @@ def load_model(checkpoint: Checkpoint, task: TaskPlugin) -> Any:
     transformers.logging.set_verbosity_error()
     try:
         model, info = auto.from_pretrained(checkpoint.location, output_loading_info=True)
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # torch, safetensors and transformers each raise their own kinds
         raise ExportError(
             f"could not load the weights of {checkpoint.source!r} as {task.auto_model_class}: "
             f"{str(exc).splitlines()[0]}"
@@ -78,7 +78,7 @@ def export_onnx(model: Any, task: TaskPlugin, checkpoint: Checkpoint, output_dir
             logging.getLogger(name).setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings: the validation below is what counts
-            onnx_export_from_model(
+            _optimum_export(onnx_export_from_model,
                 model,
                 tmp,
                 task=task.name,
@@ -92,6 +92,13 @@ def export_onnx(model: Any, task: TaskPlugin, checkpoint: Checkpoint, output_dir
         for path in produced:
             shutil.move(str(path), output_dir / path.name)
     return output_dir / "model.onnx"
+
+
+def _optimum_export(function: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        function(*args, **kwargs)
+    except Exception as exc:
+        raise ExportError(f"optimum could not export the encoder to ONNX: {exc}") from exc
 
 
 def validate(
