@@ -14,11 +14,12 @@ from tritonize.client.errors import (
 )
 from tritonize.client.models import ModelInfo
 from tritonize.client.sync import Client
-from tritonize.protocol import LabelScore
+from tritonize.protocol import Entity, LabelScore
 
 __all__ = [
     "Client",
     "DeadlineExceeded",
+    "Entity",
     "InvalidInput",
     "LabelScore",
     "ModelInfo",

@@ -24,7 +24,7 @@ from tritonize.client.errors import (
     TritonizeError,
 )
 from tritonize.client.models import ModelInfo
-from tritonize.protocol import LabelScore
+from tritonize.protocol import Entity, LabelScore
 
 Texts = Union[str, Sequence[str]]
 
@@ -126,11 +126,30 @@ class Client:
             )
         return info
 
-    def _infer(self, model: str, inputs: List[Any], outputs: Sequence[str], timeout: Optional[float]) -> Any:
+    def _infer(
+        self,
+        model: str,
+        inputs: List[Any],
+        outputs: Sequence[str],
+        timeout: Optional[float],
+        parameters: Optional[Dict[str, Any]] = None,
+    ) -> Any:
         requested = [grpcclient.InferRequestedOutput(name) for name in outputs]
         return self._call(
-            model, "infer", model, inputs, outputs=requested, client_timeout=timeout or self.timeout
+            model, "infer", model, inputs, outputs=requested, client_timeout=timeout or self.timeout,
+            parameters=parameters or None,
         )
+
+    @staticmethod
+    def _text_input(chunk: Sequence[str]) -> Any:
+        text = grpcclient.InferInput(protocol.TEXT, [len(chunk), 1], "BYTES")
+        text.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in chunk], dtype=np.object_))
+        return text
+
+    @staticmethod
+    def _chunks(batch: List[str], info: ModelInfo) -> List[List[str]]:
+        step = info.max_batch_size or len(batch) or 1
+        return [batch[start : start + step] for start in range(0, len(batch), step)]
 
     # -- tasks -----------------------------------------------------------------
     @overload
@@ -157,12 +176,8 @@ class Client:
         batch = _as_batch(texts)
         info = self._require(model, protocol.TEXT_CLASSIFICATION, timeout)
         results: List[List[LabelScore]] = []
-        step = info.max_batch_size or len(batch) or 1
-        for start in range(0, len(batch), step):
-            chunk = batch[start : start + step]
-            text = grpcclient.InferInput(protocol.TEXT, [len(chunk), 1], "BYTES")
-            text.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in chunk], dtype=np.object_))
-            response = self._infer(model, [text], (protocol.LABELS, protocol.SCORES), timeout)
+        for chunk in self._chunks(batch, info):
+            response = self._infer(model, [self._text_input(chunk)], (protocol.LABELS, protocol.SCORES), timeout)
             labels = response.as_numpy(protocol.LABELS)
             scores = response.as_numpy(protocol.SCORES)
             for row_labels, row_scores in zip(labels, scores):
@@ -171,4 +186,55 @@ class Client:
                     for label, score in zip(row_labels, row_scores)
                 ]
                 results.append(row[:top_k] if top_k is not None else row)
+        return results[0] if isinstance(texts, str) else results
+
+    @overload
+    def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # noqa: E501
+
+    @overload
+    def extract_entities(self, model: str, texts: Sequence[str], *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[List[Entity]]: ...  # noqa: E501
+
+    def extract_entities(
+        self,
+        model: str,
+        texts: Texts,
+        *,
+        aggregation_strategy: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> Union[List[Entity], List[List[Entity]]]:
+        """Find entities as ``pipeline("token-classification", aggregation_strategy=...)`` does.
+
+        ``aggregation_strategy=None`` uses the model's export default. A single
+        string gives its list of entities; a list gives one list per text.
+        Long texts are split into overlapping windows on the server: nothing is truncated.
+        """
+        if aggregation_strategy is not None and aggregation_strategy not in protocol.AGGREGATION_STRATEGIES:
+            raise InvalidInput(
+                f"aggregation_strategy must be one of {', '.join(protocol.AGGREGATION_STRATEGIES)}, "
+                f"got {aggregation_strategy!r}"
+            )
+        batch = _as_batch(texts)
+        info = self._require(model, protocol.TOKEN_CLASSIFICATION, timeout)
+        strategy = aggregation_strategy or info.parameters.get(protocol.PARAM_AGGREGATION_STRATEGY, "simple")
+        parameters = {"aggregation_strategy": aggregation_strategy} if aggregation_strategy else None
+        outputs = (protocol.ENTITY, protocol.SCORE, protocol.WORD, protocol.START, protocol.END,
+                   protocol.INDEX, protocol.COUNT)
+        results: List[List[Entity]] = []
+        for chunk in self._chunks(batch, info):
+            response = self._infer(model, [self._text_input(chunk)], outputs, timeout, parameters)
+            arrays = {name: response.as_numpy(name) for name in outputs}
+            for row in range(len(chunk)):
+                count = int(arrays[protocol.COUNT][row].reshape(-1)[0])
+                results.append([
+                    Entity(
+                        label=arrays[protocol.ENTITY][row, j].decode("utf-8"),
+                        score=float(arrays[protocol.SCORE][row, j]),
+                        word=arrays[protocol.WORD][row, j].decode("utf-8"),
+                        start=int(arrays[protocol.START][row, j]),
+                        end=int(arrays[protocol.END][row, j]),
+                        index=int(arrays[protocol.INDEX][row, j]) if strategy == "none" else None,
+                        grouped=strategy != "none",
+                    )
+                    for j in range(count)
+                ])
         return results[0] if isinstance(texts, str) else results

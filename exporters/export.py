@@ -112,6 +112,7 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
             protocol.PARAM_MAX_LENGTH: str(spec.max_length),
             protocol.PARAM_PAD_TO_MULTIPLE_OF: str(fmt.pad_to_multiple_of),
             "tritonize.pad_token_id": str(spec.checkpoint.tokenizer.pad_token_id or 0),
+            "tritonize.windows": "1" if task.windowed else "0",
             **task.tokenizer_parameters(spec),
         },
     )
@@ -124,6 +125,7 @@ def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy2(BACKEND_CODE / task.postprocess_source, version_dir / "model.py")
+    task.write_postprocess_files(spec, version_dir)
     config = configs.model_config(
         name,
         backend="python",
@@ -195,19 +197,26 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
     _check_options(options)
     task = plugins.get_task(options.task)
     fmt = plugins.get_format(options.backend)
+    if task.windowed and not fmt.supports_windows:
+        raise ExportError(
+            f"backend {fmt.name!r} cannot serve {task.name} yet (long texts are split into windows); "
+            "use --backend python-onnxruntime"
+        )
     progress = Progress(total=5, stream=stream)
 
     with progress(f"opening checkpoint {options.checkpoint}"):
         checkpoint = open_checkpoint(options.checkpoint)
         task.check_checkpoint(checkpoint)
+        max_length = checkpoint.max_length(options.max_length)
         spec = ExportSpec(
             name=options.name,
             task=task.name,
             checkpoint=checkpoint,
             max_batch_size=options.max_batch_size,
             instances=options.instances,
-            max_length=checkpoint.max_length(options.max_length),
-            options=task.options(checkpoint, options.task_options),
+            max_length=max_length,
+            windowed=task.windowed,
+            options=task.options(checkpoint, {**options.task_options, "max_length": max_length}),
         )
 
     writer = RepositoryWriter(options.repository)

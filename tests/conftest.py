@@ -80,3 +80,31 @@ def served_classifiers(tmp_path_factory, classifier_checkpoints) -> Iterator[Ser
     )
     with server:
         yield Served(server.grpc_url, repository, dict(classifier_checkpoints), server)
+
+
+def tiny_ner(arch: str) -> Path:
+    return make_tiny_checkpoint(arch, CHECKPOINT_CACHE / f"token-classification-{arch}", "token-classification")
+
+
+@pytest.fixture(scope="session")
+def served_ner(tmp_path_factory) -> Iterator[Served]:
+    """A tiny NER model of every architecture, exported (default strategy: simple) and served."""
+    from tritonize.deploy import LocalServer, free_port
+    from tritonize.exporters.export import ExportOptions, export
+
+    repository = tmp_path_factory.mktemp("ner") / "model_repository"
+    checkpoints = {arch: tiny_ner(arch) for arch in ARCHITECTURES}
+    log = io.StringIO()
+    for arch, checkpoint in checkpoints.items():
+        export(ExportOptions(str(checkpoint), "token-classification", f"ner-{arch}", repository), stream=log)
+    # short windows, so that windowing is exercised on ordinary texts too
+    export(
+        ExportOptions(str(checkpoints["roberta"]), "token-classification", "ner-short", repository,
+                      max_length=24, task_options={"aggregation_strategy": "first", "stride": 6}),
+        stream=log,
+    )
+    server = LocalServer(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout=300,
+    )
+    with server:
+        yield Served(server.grpc_url, repository, checkpoints, server)

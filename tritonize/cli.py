@@ -54,6 +54,12 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="truncate at this many tokens (default: the model's maximum)")
     export.add_argument("--atol", type=float, default=1e-4,
                         help="largest accepted |ONNX - PyTorch| on the validation texts (default 1e-4)")
+    ner = export.add_argument_group("token-classification")
+    ner.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
+                     help="default entity aggregation, as the pipeline's (default: simple); "
+                          "requests may override it")
+    ner.add_argument("--stride", type=int, default=None,
+                     help="overlap in tokens between the windows of a long text (default: min(128, max length/4))")
 
     serve = commands.add_parser("serve", help="run tritonserver on a repository until Ctrl-C")
     serve.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
@@ -70,6 +76,8 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="+", help="texts to send")
     predict.add_argument("--url", default="localhost:8001", help="gRPC address (default localhost:8001)")
     predict.add_argument("--top-k", type=_positive, default=None, help="classification: best k labels")
+    predict.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
+                         help="token-classification: override the model's default aggregation")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     return parser
 
@@ -88,6 +96,11 @@ def _export(args: argparse.Namespace) -> int:
         instances=args.instances,
         max_length=args.max_length,
         atol=args.atol,
+        task_options={
+            key: value
+            for key, value in (("aggregation_strategy", args.aggregation_strategy), ("stride", args.stride))
+            if value is not None
+        },
     )
     try:
         result = export(options)
@@ -149,6 +162,11 @@ def _predict(args: argparse.Namespace) -> int:
             task = client.model_info(args.model).task
             if task == protocol.TEXT_CLASSIFICATION:
                 results = client.classify(args.model, list(args.texts), top_k=args.top_k, timeout=args.timeout)
+            elif task == protocol.TOKEN_CLASSIFICATION:
+                results = client.extract_entities(
+                    args.model, list(args.texts), aggregation_strategy=args.aggregation_strategy,
+                    timeout=args.timeout,
+                )
             else:
                 return _fail(f"model {args.model!r} serves {task!r}, which this version cannot predict")
     except TritonizeError as exc:

@@ -8,7 +8,7 @@ the Python-backend models. It uses the standard library only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 # Task names are the transformers pipeline names.
 TEXT_CLASSIFICATION = "text-classification"
@@ -22,11 +22,25 @@ TEXT = "TEXT"
 LABELS = "LABELS"
 SCORES = "SCORES"
 
+# token-classification outputs: one entry per entity; a request of b texts gets
+# [b, n] tensors, COUNT [b, 1] says how many entries of each row are real.
+ENTITY = "ENTITY"
+SCORE = "SCORE"
+WORD = "WORD"
+START = "START"
+END = "END"
+INDEX = "INDEX"  # token index (aggregation "none" only; -1 otherwise)
+COUNT = "COUNT"
+
+AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
+
 # Tensors between the steps of an ensemble.
 INPUT_IDS = "INPUT_IDS"
 ATTENTION_MASK = "ATTENTION_MASK"
 TOKEN_TYPE_IDS = "TOKEN_TYPE_IDS"
 LOGITS = "LOGITS"
+OFFSETS = "OFFSETS"
+SPECIAL_TOKENS_MASK = "SPECIAL_TOKENS_MASK"
 
 # Keys of ``parameters`` in every generated config.pbtxt. The SDK learns what a
 # model is from these, so they are part of the public contract.
@@ -36,6 +50,9 @@ PARAM_LABELS = "tritonize.labels"  # JSON list, index = class id
 PARAM_FUNCTION_TO_APPLY = "tritonize.function_to_apply"  # softmax | sigmoid | none
 PARAM_MAX_LENGTH = "tritonize.max_length"
 PARAM_ENCODER_INPUTS = "tritonize.encoder_inputs"  # JSON list of ONNX input names
+PARAM_AGGREGATION_STRATEGY = "tritonize.aggregation_strategy"  # the export's default
+PARAM_IGNORE_LABELS = "tritonize.ignore_labels"  # JSON list
+PARAM_STRIDE = "tritonize.stride"
 PARAM_PAD_TO_MULTIPLE_OF = "tritonize.pad_to_multiple_of"
 PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
 PARAM_VERSION = "tritonize.version"
@@ -70,6 +87,39 @@ class LabelScore:
 
     def keys(self) -> Tuple[str, ...]:
         return ("label", "score")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity of a token-classification result, as ``pipeline`` returns it.
+
+    ``label`` is the entity group (aggregated strategies) or the token's raw
+    label (strategy ``none``, where ``index`` is the token's index).
+    """
+
+    label: str
+    score: float
+    word: str
+    start: int
+    end: int
+    index: Optional[int] = None
+    grouped: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        if self.grouped:
+            return {"entity_group": self.label, "score": self.score, "word": self.word,
+                    "start": self.start, "end": self.end}
+        return {"entity": self.label, "score": self.score, "index": self.index, "word": self.word,
+                "start": self.start, "end": self.end}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def keys(self) -> Tuple[str, ...]:
+        return tuple(self.to_dict())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())

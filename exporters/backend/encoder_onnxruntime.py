@@ -1,9 +1,11 @@
 """Encoder step: an ONNX Runtime session inside the Python backend.
 
 The dynamic batcher hands over requests whose token tensors may differ in
-length (the inputs allow ragged batches). They are right-padded to the
-longest one, run as one batch, and split back; per-token outputs are cut to
-each request's own length, so a request gets exactly what it would get alone.
+length (the inputs allow ragged batches). Their sequences are right-padded to
+the longest one, run as one batch, and split back; per-token outputs are cut
+to each request's own length, so a request gets exactly what it would get
+alone. A request may carry several windows per text (long texts): they are
+rows of the same batch, so one long text does not stall the others.
 """
 
 import json
@@ -41,44 +43,66 @@ class TritonPythonModel:
         )
         onnx_inputs = {i.name for i in self.session.get_inputs()}
         self.input_map = {k: v for k, v in self.input_map.items() if v in onnx_inputs}
+        first = self.session.get_outputs()[0]
+        # logits [batch, labels] (sequence tasks) or [batch, tokens, labels] (token tasks)
+        self._per_token_outputs = len(first.shape) == 3
+        self.num_labels = int(first.shape[-1]) if isinstance(first.shape[-1], int) else 0
 
     def execute(self, requests):
-        per_request = []
+        # Each request holds [texts, tokens] or [texts, windows, tokens]; every
+        # sequence becomes one row of a single ORT batch, except padded windows
+        # (all-zero attention mask), which are not computed at all.
+        rows_per_request, shapes, lengths = [], [], []
+        feed_parts = {name: [] for name in self.input_map}
         for request in requests:
             arrays = {
                 name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
                 for name in self.input_map
             }
-            per_request.append(arrays)
-        lengths = [next(iter(a.values())).shape[1] for a in per_request]
-        sizes = [next(iter(a.values())).shape[0] for a in per_request]
+            shape = arrays["ATTENTION_MASK"].shape
+            length = shape[-1]
+            flat = {name: a.reshape(-1, length) for name, a in arrays.items()}
+            live = np.flatnonzero(flat["ATTENTION_MASK"].any(axis=1))
+            rows_per_request.append(live)
+            shapes.append(shape)
+            lengths.append(length)
+            for name in self.input_map:
+                feed_parts[name].append(flat[name][live])
         longest = max(lengths)
         feed = {}
         for name, onnx_name in self.input_map.items():
             pad = self.pad_values.get(name, 0)
             parts = []
-            for arrays, length in zip(per_request, lengths):
-                array = arrays[name].astype(np.int64, copy=False)
+            for part, length in zip(feed_parts[name], lengths):
+                part = part.astype(np.int64, copy=False)
                 if length < longest:
-                    array = np.pad(array, ((0, 0), (0, longest - length)), constant_values=pad)
-                parts.append(array)
+                    part = np.pad(part, ((0, 0), (0, longest - length)), constant_values=pad)
+                parts.append(part)
             feed[onnx_name] = np.concatenate(parts, axis=0)
         onnx_outputs = list(self.output_map.values())
-        results = dict(zip(onnx_outputs, self.session.run(onnx_outputs, feed)))
+        if feed[self.input_map["ATTENTION_MASK"]].shape[0]:
+            results = dict(zip(onnx_outputs, self.session.run(onnx_outputs, feed)))
+        else:  # only empty windows: nothing to compute
+            results = {name: None for name in onnx_outputs}
         responses, start = [], 0
-        for size, length in zip(sizes, lengths):
+        for live, shape, length in zip(rows_per_request, shapes, lengths):
             tensors = []
             for name, onnx_name in self.output_map.items():
-                value = results[onnx_name][start : start + size]
-                if value.ndim >= 2 and value.shape[1] == longest and self._per_token(onnx_name):
-                    value = value[:, :length]
-                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=np.float32)))
+                tensors.append(pb_utils.Tensor(name, self._rows(results[onnx_name], start, live, shape, length)))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start += size
+            start += len(live)
         return responses
 
-    def _per_token(self, onnx_name):
-        for output in self.session.get_outputs():
-            if output.name == onnx_name:
-                return len(output.shape) >= 2 and not isinstance(output.shape[1], int)
-        return False
+    def _rows(self, result, start, live, shape, length):
+        """This request's outputs, reshaped to its own [texts(, windows)(, tokens), ...]."""
+        rows = int(np.prod(shape[:-1]))
+        per_token = self._per_token_outputs
+        if result is None:
+            tail = (length, self.num_labels) if per_token else (self.num_labels,)
+            return np.zeros(tuple(shape[:-1]) + tail, dtype=np.float32)
+        mine = result[start : start + len(live)]
+        if per_token:
+            mine = mine[:, :length]
+        out = np.zeros((rows,) + mine.shape[1:], dtype=np.float32)
+        out[live] = mine
+        return out.reshape(tuple(shape[:-1]) + mine.shape[1:])

@@ -36,6 +36,8 @@ class FormatPlugin(ABC):
     pad_to_multiple_of: ClassVar[int] = 0
     #: whether this format runs on the local pip-installed tritonserver
     runs_locally: ClassVar[bool] = True
+    #: whether the encoder takes [texts, windows, tokens] (long texts split into windows)
+    supports_windows: ClassVar[bool] = False
 
     @abstractmethod
     def write_encoder(

@@ -22,8 +22,8 @@ def _copy_onnx(encoder: OnnxEncoder, version_dir: Path) -> None:
         shutil.copy2(path, version_dir / path.name)
 
 
-def _dims(rank: int) -> tuple:
-    return (-1,) * max(rank - 1, 1)
+def _dims(rank: int, windowed: bool = False) -> tuple:
+    return (-1,) * (max(rank - 1, 1) + int(windowed))
 
 
 def _common_parameters(spec: ExportSpec) -> dict:
@@ -43,16 +43,20 @@ class PythonOnnxRuntimeFormat(FormatPlugin):
     """
 
     name = "python-onnxruntime"
+    supports_windows = True
 
     def write_encoder(self, spec, encoder, outputs, model_dir, model_name):  # type: ignore[override]
         inputs = {onnx: ENCODER_INPUTS[onnx] for onnx in encoder.input_names}
+        windowed = spec.windowed
+        spec_dims = (-1, -1) if windowed else (-1,)
         config = configs.model_config(
             model_name,
             backend="python",
             max_batch_size=spec.max_batch_size,
-            inputs=[Tensor(name, "int64", (-1,), ragged=True) for name in inputs.values()],
+            inputs=[Tensor(name, "int64", spec_dims, ragged=True) for name in inputs.values()],
             outputs=[
-                Tensor(name, "fp32", _dims(encoder.output_ranks[onnx])) for name, onnx in outputs.items()
+                Tensor(name, "fp32", _dims(encoder.output_ranks[onnx], windowed))
+                for name, onnx in outputs.items()
             ],
             parameters={
                 **_common_parameters(spec),

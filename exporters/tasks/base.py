@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Sequence
 
 from tritonize import protocol
@@ -28,6 +29,7 @@ class ExportSpec:
     max_batch_size: int
     instances: int
     max_length: int
+    windowed: bool = False
     options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,6 +46,8 @@ class TaskPlugin(ABC):
     postprocess_source: ClassVar[str]
     #: the tokenizer step's model.py
     tokenizer_source: ClassVar[str] = "tokenizer.py"
+    #: whether the tokenizer splits long texts into windows ([texts, windows, tokens])
+    windowed: ClassVar[bool] = False
 
     # -- checks --------------------------------------------------------------
     def check_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -66,7 +70,7 @@ class TaskPlugin(ABC):
             )
 
     def options(self, checkpoint: Checkpoint, given: Mapping[str, Any]) -> Dict[str, Any]:
-        """Validate and complete the task's own export options."""
+        """Validate and complete the task's own export options (``given`` includes max_length)."""
         return dict(given)
 
     # -- the contract --------------------------------------------------------
@@ -81,8 +85,12 @@ class TaskPlugin(ABC):
     def tokenizer_inputs(self, spec: ExportSpec) -> List[Tensor]:
         return [Tensor(protocol.TEXT, "string", (1,))]
 
+    def sequence_dims(self) -> tuple:
+        """Dims (without batch) of one token tensor: [tokens] or [windows, tokens]."""
+        return (-1, -1) if self.windowed else (-1,)
+
     def tokenizer_outputs(self, spec: ExportSpec, encoder_inputs: Sequence[str]) -> List[Tensor]:
-        return [Tensor(name, "int64", (-1,)) for name in encoder_inputs]
+        return [Tensor(name, "int64", self.sequence_dims()) for name in encoder_inputs]
 
     def tokenizer_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         return {}
@@ -94,6 +102,9 @@ class TaskPlugin(ABC):
     @abstractmethod
     def postprocess_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         ...
+
+    def write_postprocess_files(self, spec: ExportSpec, version_dir: Path) -> None:
+        """Files the postprocess model needs besides its model.py (none by default)."""
 
     def ensemble_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         """What the SDK needs to know, beyond the task (which every config carries)."""

@@ -1,0 +1,255 @@
+"""Postprocess step for token-classification: per-token logits -> entities.
+
+It does what ``pipeline("token-classification", aggregation_strategy=...)``
+does, window by window, then merges the windows of a long text as the
+pipeline does with ``stride``:
+
+* softmax per token; special tokens (and padding) never become entities;
+* ``none`` keeps one entry per token; ``simple`` groups adjacent tokens of
+  the same tag; ``first``, ``average`` and ``max`` first force agreement
+  inside a word, then group;
+* B-/I- prefixes start and continue groups; labels without a prefix continue;
+* entities whose label is in ``ignore_labels`` (default ``["O"]``) are dropped.
+
+Word boundaries follow the pipeline exactly: with a word-aware tokenizer
+(``continuing_subword_prefix``, e.g. WordPiece ``##``) a token is a subword
+when its text differs in length from its offsets; otherwise the pipeline's
+fallback heuristic (no space before it) is used.
+
+A request may override ``aggregation_strategy`` and ``ignore_labels`` (JSON
+list) through request parameters. Outputs for a request of ``b`` texts are
+``[b, n]`` with ``n`` the most entities of any of its texts; ``COUNT`` says
+how many entries of each row are real (the rest is padding).
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+STRATEGIES = ("none", "simple", "first", "average", "max")
+
+
+def _param(config, key, default=None):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value is None else value
+
+
+def _tag(label):
+    if label.startswith("B-"):
+        return "B", label[2:]
+    if label.startswith("I-"):
+        return "I", label[2:]
+    return "I", label  # no prefix: a continuation
+
+
+class EntityDecoder:
+    """The pipeline's postprocess for one text, in numpy."""
+
+    def __init__(self, tokenizer, labels, unk_token_id):
+        self.tokenizer = tokenizer
+        self.labels = labels
+        self.unk_token_id = unk_token_id
+        self.word_aware = bool(getattr(tokenizer.model, "continuing_subword_prefix", None))
+
+    def tokens_to_string(self, tokens):
+        decoder = self.tokenizer.decoder
+        return decoder.decode(tokens) if decoder is not None else " ".join(tokens)
+
+    def entities(self, text, windows, strategy, ignore_labels):
+        """``windows``: list of (input_ids, offsets, special_mask, logits) of one text."""
+        found = []
+        for input_ids, offsets, special, logits in windows:
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            scores = shifted / shifted.sum(axis=-1, keepdims=True)
+            pre = self.pre_entities(text, input_ids, scores, offsets, special)
+            grouped = self.aggregate(pre, strategy)
+            found.extend(
+                e for e in grouped
+                if e.get("entity") not in ignore_labels and e.get("entity_group") not in ignore_labels
+            )
+        if len(windows) > 1:
+            found = self.merge_overlaps(found)
+        return found
+
+    def pre_entities(self, text, input_ids, scores, offsets, special):
+        pre = []
+        for index, token_scores in enumerate(scores):
+            if special[index]:
+                continue
+            token_id = int(input_ids[index])
+            word = self.tokenizer.id_to_token(token_id)
+            start, end = int(offsets[index][0]), int(offsets[index][1])
+            reference = text[start:end]
+            if self.word_aware:
+                is_subword = len(word) != len(reference)
+            else:
+                is_subword = start > 0 and " " not in text[start - 1 : start + 1]
+            if token_id == self.unk_token_id:
+                word = reference
+                is_subword = False
+            pre.append({"word": word, "scores": token_scores, "start": start, "end": end,
+                        "index": index, "is_subword": is_subword})
+        return pre
+
+    def aggregate(self, pre, strategy):
+        if strategy in ("none", "simple"):
+            entities = []
+            for p in pre:
+                best = int(p["scores"].argmax())
+                entities.append({"entity": self.labels[best], "score": p["scores"][best], "index": p["index"],
+                                 "word": p["word"], "start": p["start"], "end": p["end"]})
+        else:
+            entities = self.aggregate_words(pre, strategy)
+        if strategy == "none":
+            return entities
+        return self.group_entities(entities)
+
+    def aggregate_word(self, group, strategy):
+        word = self.tokens_to_string([p["word"] for p in group])
+        if strategy == "first":
+            scores = group[0]["scores"]
+        elif strategy == "max":
+            scores = max(group, key=lambda p: p["scores"].max())["scores"]
+        else:  # average
+            scores = np.nanmean(np.stack([p["scores"] for p in group]), axis=0)
+        best = int(scores.argmax())
+        return {"entity": self.labels[best], "score": scores[best], "word": word,
+                "start": group[0]["start"], "end": group[-1]["end"]}
+
+    def aggregate_words(self, pre, strategy):
+        words, group = [], None
+        for p in pre:
+            if group is None:
+                group = [p]
+            elif p["is_subword"]:
+                group.append(p)
+            else:
+                words.append(self.aggregate_word(group, strategy))
+                group = [p]
+        if group is not None:
+            words.append(self.aggregate_word(group, strategy))
+        return words
+
+    def group_sub_entities(self, entities):
+        return {
+            "entity_group": entities[0]["entity"].split("-", 1)[-1],
+            "score": float(np.mean(np.nanmean([e["score"] for e in entities]))),
+            "word": self.tokens_to_string([e["word"] for e in entities]),
+            "start": entities[0]["start"],
+            "end": entities[-1]["end"],
+        }
+
+    def group_entities(self, entities):
+        groups, current = [], []
+        for entity in entities:
+            if not current:
+                current.append(entity)
+                continue
+            bi, tag = _tag(entity["entity"])
+            _, last_tag = _tag(current[-1]["entity"])
+            if tag == last_tag and bi != "B":
+                current.append(entity)
+            else:
+                groups.append(self.group_sub_entities(current))
+                current = [entity]
+        if current:
+            groups.append(self.group_sub_entities(current))
+        return groups
+
+    @staticmethod
+    def merge_overlaps(entities):
+        """Entities seen in two overlapping windows: keep the longer (then the surer) one."""
+        if not entities:
+            return entities
+        entities = sorted(entities, key=lambda e: e["start"])
+        merged, previous = [], entities[0]
+        for entity in entities:
+            if previous["start"] <= entity["start"] < previous["end"]:
+                length, previous_length = entity["end"] - entity["start"], previous["end"] - previous["start"]
+                if length > previous_length or length == previous_length and entity["score"] > previous["score"]:
+                    previous = entity
+            else:
+                merged.append(previous)
+                previous = entity
+        merged.append(previous)
+        return merged
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
+        labels = json.loads(_param(config, "tritonize.labels"))
+        unk = _param(config, "tritonize.unk_token_id", "")
+        self.decoder = EntityDecoder(tokenizer, labels, int(unk) if unk not in ("", "None") else None)
+        self.strategy = _param(config, "tritonize.aggregation_strategy", "simple")
+        self.ignore_labels = json.loads(_param(config, "tritonize.ignore_labels", '["O"]'))
+
+    def _options(self, request):
+        parameters = json.loads(request.parameters() or "{}")
+        strategy = parameters.get("aggregation_strategy", self.strategy)
+        if strategy not in STRATEGIES:
+            raise ValueError(
+                f"request parameter aggregation_strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
+            )
+        ignore = parameters.get("ignore_labels")
+        ignore = self.ignore_labels if ignore is None else json.loads(ignore) if isinstance(ignore, str) else ignore
+        if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
+            raise ValueError(f"request parameter ignore_labels must be a JSON list of strings, got {ignore!r}")
+        return strategy, ignore
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                strategy, ignore = self._options(request)
+            except (ValueError, TypeError) as exc:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
+                continue
+            get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
+            texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in get("TEXT").reshape(-1)]
+            ids, offsets, special, logits = get("INPUT_IDS"), get("OFFSETS"), get("SPECIAL_TOKENS_MASK"), get("LOGITS")
+            per_text = []
+            for row, text in enumerate(texts):
+                windows = [
+                    (ids[row, w], offsets[row, w], special[row, w], logits[row, w].astype(np.float32))
+                    for w in range(ids.shape[1])
+                    if not special[row, w].all()  # padded window, or a window of special tokens only
+                ]
+                per_text.append(self.decoder.entities(text, windows, strategy, ignore) if windows else [])
+            responses.append(self._response(per_text, strategy))
+        return responses
+
+    @staticmethod
+    def _response(per_text, strategy):
+        width = max([len(entities) for entities in per_text] + [0])
+        shape = (len(per_text), width)
+        entity = np.full(shape, b"", dtype=object)
+        word = np.full(shape, b"", dtype=object)
+        score = np.zeros(shape, dtype=np.float32)
+        start = np.full(shape, -1, dtype=np.int64)
+        end = np.full(shape, -1, dtype=np.int64)
+        index = np.full(shape, -1, dtype=np.int64)
+        key = "entity" if strategy == "none" else "entity_group"
+        for row, entities in enumerate(per_text):
+            for column, e in enumerate(entities):
+                entity[row, column] = e[key].encode("utf-8")
+                word[row, column] = e["word"].encode("utf-8")
+                score[row, column] = e["score"]
+                start[row, column] = e["start"]
+                end[row, column] = e["end"]
+                index[row, column] = e.get("index", -1)
+        count = np.array([[len(entities)] for entities in per_text], dtype=np.int64)
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("ENTITY", entity),
+            pb_utils.Tensor("SCORE", score),
+            pb_utils.Tensor("WORD", word),
+            pb_utils.Tensor("START", start),
+            pb_utils.Tensor("END", end),
+            pb_utils.Tensor("INDEX", index),
+            pb_utils.Tensor("COUNT", count),
+        ])
