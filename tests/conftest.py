@@ -108,3 +108,29 @@ def served_ner(tmp_path_factory) -> Iterator[Served]:
     )
     with server:
         yield Served(server.grpc_url, repository, checkpoints, server)
+
+
+def rampart_checkpoint() -> Path:
+    """The real Rampart PII NER model, dequantized into a HF checkpoint (cached)."""
+    import subprocess
+    import sys
+
+    output = REPO_ROOT / ".cache" / "checkpoints" / "rampart-pii"
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "rampart_checkpoint.py"), "--output", str(output)],
+        check=True, capture_output=True, text=True,
+    )
+    return output
+
+
+@pytest.fixture(scope="session")
+def served_rampart(tmp_path_factory) -> Iterator[Served]:
+    from tritonize.deploy import LocalServer, free_port
+    from tritonize.exporters.export import ExportOptions, export
+
+    checkpoint = rampart_checkpoint()
+    repository = tmp_path_factory.mktemp("rampart") / "model_repository"
+    export(ExportOptions(str(checkpoint), "token-classification", "pii", repository), stream=io.StringIO())
+    server = LocalServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+    with server:
+        yield Served(server.grpc_url, repository, {"pii": checkpoint}, server)
