@@ -1,6 +1,6 @@
 """How a model repository runs: the local tritonserver (``local.py``), and the
 NGC container / Kubernetes manifests beside it."""
 
-from tritonize.deploy.local import LocalServer, ServerError, TritonInstall, free_port
+from tritonize.deploy.local import LocalServer, ServerError, TritonInstall, free_port, port_in_use
 
-__all__ = ["LocalServer", "ServerError", "TritonInstall", "free_port"]
+__all__ = ["LocalServer", "ServerError", "TritonInstall", "free_port", "port_in_use"]

@@ -92,7 +92,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -200,7 +200,7 @@ class LocalServer:
                 "run `tritonize export CHECKPOINT --task ... --name NAME` first"
             )
         for port in (self.http_port, self.grpc_port, self.metrics_port):
-            if _port_in_use(self.host, port):
+            if port_in_use(self.host, port):
                 raise ServerError(
                     f"port {port} on {self.host} is already in use; pick other ports "
                     "(--http-port/--grpc-port/--metrics-port) or stop the other server"

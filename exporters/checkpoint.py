@@ -40,6 +40,11 @@ class Checkpoint:
     def architectures(self) -> List[str]:
         return list(getattr(self.config, "architectures", None) or [])
 
+    def labels(self) -> List[str]:
+        """The head's labels, in class-id order (config.id2label)."""
+        id2label = self.config.id2label
+        return [str(id2label[i]) for i in range(int(self.config.num_labels))]
+
     def max_length(self, requested: Optional[int] = None) -> int:
         """The longest sequence the encoder takes: ``requested`` if given, else the model's."""
         limits = []

@@ -64,11 +64,10 @@ def run(*command: str) -> None:
 
 
 def _ports() -> dict:
-    from tritonize.deploy import free_port
-    from tritonize.deploy.local import _port_in_use
+    from tritonize.deploy import free_port, port_in_use
 
     defaults = {"http_port": 8000, "grpc_port": 8001, "metrics_port": 8002}
-    if any(_port_in_use("127.0.0.1", port) for port in defaults.values()):
+    if any(port_in_use("127.0.0.1", port) for port in defaults.values()):
         return {key: free_port() for key in defaults}
     return defaults
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from tritonize import protocol
-from tritonize.exporters.checkpoint import Checkpoint
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.tasks.base import ExportSpec, TaskPlugin
 
@@ -21,11 +20,6 @@ def function_to_apply(config: Any) -> str:
     if problem_type == "single_label_classification" or num_labels > 1:
         return "softmax"
     return "none"  # pragma: no cover - num_labels < 1 is not a valid config
-
-
-def labels(checkpoint: Checkpoint) -> List[str]:
-    id2label = checkpoint.config.id2label
-    return [str(id2label[i]) for i in range(int(checkpoint.config.num_labels))]
 
 
 class TextClassificationTask(TaskPlugin):
@@ -46,7 +40,7 @@ class TextClassificationTask(TaskPlugin):
 
     def postprocess_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         return {
-            protocol.PARAM_LABELS: labels(spec.checkpoint),
+            protocol.PARAM_LABELS: spec.checkpoint.labels(),
             protocol.PARAM_FUNCTION_TO_APPLY: function_to_apply(spec.checkpoint.config),
         }
 

@@ -9,7 +9,6 @@ from tritonize import protocol
 from tritonize.exporters.checkpoint import Checkpoint, ExportError
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.tasks.base import ExportSpec, TaskPlugin
-from tritonize.exporters.tasks.text_classification import labels
 
 
 class TokenClassificationTask(TaskPlugin):
@@ -75,7 +74,7 @@ class TokenClassificationTask(TaskPlugin):
     def postprocess_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         unk = spec.checkpoint.tokenizer.unk_token_id
         return {
-            protocol.PARAM_LABELS: labels(spec.checkpoint),
+            protocol.PARAM_LABELS: spec.checkpoint.labels(),
             protocol.PARAM_AGGREGATION_STRATEGY: spec.options["aggregation_strategy"],
             protocol.PARAM_IGNORE_LABELS: ["O"],
             "tritonize.unk_token_id": "" if unk is None else str(unk),
@@ -87,7 +86,7 @@ class TokenClassificationTask(TaskPlugin):
 
     def ensemble_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         return {
-            protocol.PARAM_LABELS: labels(spec.checkpoint),
+            protocol.PARAM_LABELS: spec.checkpoint.labels(),
             protocol.PARAM_AGGREGATION_STRATEGY: spec.options["aggregation_strategy"],
             protocol.PARAM_STRIDE: str(spec.options["stride"]),
         }
