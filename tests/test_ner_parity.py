@@ -135,3 +135,37 @@ def test_wrong_task_and_bad_strategy(served_ner, served_classifiers):
             client.classify("ner-bert", "hello")
         with pytest.raises(Exception, match="aggregation_strategy must be one of"):
             client.extract_entities("ner-bert", "hello", aggregation_strategy="longest")
+
+
+def test_bad_request_parameter_is_refused_and_the_server_stays_up(served_ner):
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    raw = grpcclient.InferenceServerClient(served_ner.url)
+    text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"John Smith"]], dtype=object))
+    with pytest.raises(InferenceServerException, match="aggregation_strategy='longest' is not one of"):
+        raw.infer("ner-bert", [text], parameters={"aggregation_strategy": "longest"})
+    assert raw.is_server_live()
+    response = raw.infer("ner-bert", [text])
+    assert response.as_numpy("COUNT").shape == (1, 1)
+
+
+def test_cli_predict_ner(served_ner):
+    import json
+    import subprocess
+    import sys
+
+    text = "John Smith works at Acme Corporation in New York."
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonize.cli", "predict", "ner-xlm-roberta", text,
+         "--aggregation-strategy", "max", "--url", served_ner.url],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    expected = _pipeline(served_ner.checkpoints["xlm-roberta"], "max")(text)
+    assert [(e["entity_group"], e["start"], e["end"]) for e in printed] == [
+        (e["entity_group"], e["start"], e["end"]) for e in expected
+    ]
