@@ -14,9 +14,10 @@ from tritonize.client.errors import (
 )
 from tritonize.client.models import ModelInfo
 from tritonize.client.sync import Client
-from tritonize.protocol import Entity, LabelScore
+from tritonize.protocol import Answer, Entity, LabelScore
 
 __all__ = [
+    "Answer",
     "Client",
     "DeadlineExceeded",
     "Entity",

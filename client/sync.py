@@ -24,7 +24,7 @@ from tritonize.client.errors import (
     TritonizeError,
 )
 from tritonize.client.models import ModelInfo
-from tritonize.protocol import Entity, LabelScore
+from tritonize.protocol import Answer, Entity, LabelScore
 
 Texts = Union[str, Sequence[str]]
 
@@ -238,3 +238,64 @@ class Client:
                     for j in range(count)
                 ])
         return results[0] if isinstance(texts, str) else results
+
+    def answer(
+        self,
+        model: str,
+        *,
+        question: Texts,
+        context: Texts,
+        top_k: int = 1,
+        max_answer_len: Optional[int] = None,
+        handle_impossible_answer: Optional[bool] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """Answer as ``pipeline("question-answering")`` does.
+
+        One question and one context give one ``Answer`` (a list of ``top_k``
+        answers when ``top_k > 1``); lists of questions and contexts (or one
+        question for several contexts) give one such result per pair. Long
+        contexts are split into windows on the server: every window is scored.
+        """
+        for name, value in (("top_k", top_k), ("max_answer_len", max_answer_len)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise InvalidInput(f"{name} must be a positive int, got {value!r}")
+        questions, contexts = _as_batch(question, "question"), _as_batch(context, "context")
+        single = isinstance(question, str) and isinstance(context, str)
+        if isinstance(question, str) and not isinstance(context, str):
+            questions = questions * len(contexts)
+        if len(questions) != len(contexts):
+            raise InvalidInput(
+                f"question and context must be lists of the same length: {len(questions)} vs {len(contexts)}"
+            )
+        info = self._require(model, protocol.QUESTION_ANSWERING, timeout)
+        parameters: Dict[str, Any] = {"top_k": top_k}
+        if max_answer_len is not None:
+            parameters["max_answer_len"] = max_answer_len
+        if handle_impossible_answer is not None:
+            parameters["handle_impossible_answer"] = bool(handle_impossible_answer)
+        outputs = (protocol.ANSWER, protocol.SCORE, protocol.START, protocol.END, protocol.COUNT)
+        results: List[Any] = []
+        step = info.max_batch_size or len(questions) or 1
+        for begin in range(0, len(questions), step):
+            q_chunk, c_chunk = questions[begin : begin + step], contexts[begin : begin + step]
+            inputs = []
+            for name, chunk in ((protocol.QUESTION, q_chunk), (protocol.CONTEXT, c_chunk)):
+                tensor = grpcclient.InferInput(name, [len(chunk), 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[t.encode("utf-8")] for t in chunk], dtype=np.object_))
+                inputs.append(tensor)
+            response = self._infer(model, inputs, outputs, timeout, parameters)
+            arrays = {name: response.as_numpy(name) for name in outputs}
+            for row in range(len(q_chunk)):
+                count = int(arrays[protocol.COUNT][row].reshape(-1)[0])
+                answers = [
+                    Answer(
+                        answer=arrays[protocol.ANSWER][row, j].decode("utf-8"),
+                        score=float(arrays[protocol.SCORE][row, j]),
+                        start=int(arrays[protocol.START][row, j]),
+                        end=int(arrays[protocol.END][row, j]),
+                    )
+                    for j in range(count)
+                ]
+                results.append(answers if top_k > 1 else (answers[0] if answers else None))
+        return results[0] if single else results

@@ -58,6 +58,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ner.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
                      help="default entity aggregation, as the pipeline's (default: simple); "
                           "requests may override it")
+    qa = export.add_argument_group("question-answering")
+    qa.add_argument("--max-seq-len", type=_positive, default=None, help="tokens per window (default 384)")
+    qa.add_argument("--doc-stride", type=int, default=None, help="overlap between windows (default 128)")
+    qa.add_argument("--max-question-len", type=_positive, default=None,
+                    help="longest question in tokens; longer ones are refused (default 64)")
+    qa.add_argument("--max-answer-len", type=_positive, default=None, help="longest answer in tokens (default 15)")
     ner.add_argument("--stride", type=int, default=None,
                      help="overlap in tokens between the windows of a long text (default: min(128, max length/4))")
 
@@ -73,7 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="query a served model and print JSON")
     predict.add_argument("model", help="the model (ensemble) name")
-    predict.add_argument("texts", nargs="+", help="texts to send")
+    predict.add_argument("texts", nargs="+",
+                         help="texts to send; for question-answering: QUESTION CONTEXT [QUESTION CONTEXT ...]")
     predict.add_argument("--url", default="localhost:8001", help="gRPC address (default localhost:8001)")
     predict.add_argument("--top-k", type=_positive, default=None, help="classification: best k labels")
     predict.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
@@ -98,7 +105,11 @@ def _export(args: argparse.Namespace) -> int:
         atol=args.atol,
         task_options={
             key: value
-            for key, value in (("aggregation_strategy", args.aggregation_strategy), ("stride", args.stride))
+            for key, value in (
+                ("aggregation_strategy", args.aggregation_strategy), ("stride", args.stride),
+                ("max_seq_len", args.max_seq_len), ("doc_stride", args.doc_stride),
+                ("max_question_len", args.max_question_len), ("max_answer_len", args.max_answer_len),
+            )
             if value is not None
         },
     )
@@ -167,6 +178,19 @@ def _predict(args: argparse.Namespace) -> int:
                     args.model, list(args.texts), aggregation_strategy=args.aggregation_strategy,
                     timeout=args.timeout,
                 )
+            elif task == protocol.QUESTION_ANSWERING:
+                if len(args.texts) % 2:
+                    return _fail("question-answering takes pairs: QUESTION CONTEXT [QUESTION CONTEXT ...]")
+                answers = client.answer(
+                    args.model, question=list(args.texts[0::2]), context=list(args.texts[1::2]),
+                    top_k=args.top_k or 1, timeout=args.timeout,
+                )
+                printed = [
+                    [a.to_dict() for a in r] if isinstance(r, list) else (r.to_dict() if r else None)
+                    for r in answers
+                ]
+                print(json.dumps(printed if len(printed) > 1 else printed[0], indent=2, ensure_ascii=False))
+                return 0
             else:
                 return _fail(f"model {args.model!r} serves {task!r}, which this version cannot predict")
     except TritonizeError as exc:

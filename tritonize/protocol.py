@@ -34,12 +34,23 @@ COUNT = "COUNT"
 
 AGGREGATION_STRATEGIES = ("none", "simple", "first", "average", "max")
 
+# question-answering: inputs QUESTION, CONTEXT; outputs ANSWER, SCORE, START,
+# END (character offsets into the context), COUNT, best first.
+QUESTION = "QUESTION"
+CONTEXT = "CONTEXT"
+ANSWER = "ANSWER"
+
 # Tensors between the steps of an ensemble.
 INPUT_IDS = "INPUT_IDS"
 ATTENTION_MASK = "ATTENTION_MASK"
 TOKEN_TYPE_IDS = "TOKEN_TYPE_IDS"
 LOGITS = "LOGITS"
 OFFSETS = "OFFSETS"
+START_LOGITS = "START_LOGITS"
+END_LOGITS = "END_LOGITS"
+P_MASK = "P_MASK"
+WORD_IDS = "WORD_IDS"
+SEQUENCE_IDS = "SEQUENCE_IDS"
 SPECIAL_TOKENS_MASK = "SPECIAL_TOKENS_MASK"
 
 # Keys of ``parameters`` in every generated config.pbtxt. The SDK learns what a
@@ -53,6 +64,10 @@ PARAM_ENCODER_INPUTS = "tritonize.encoder_inputs"  # JSON list of ONNX input nam
 PARAM_AGGREGATION_STRATEGY = "tritonize.aggregation_strategy"  # the export's default
 PARAM_IGNORE_LABELS = "tritonize.ignore_labels"  # JSON list
 PARAM_STRIDE = "tritonize.stride"
+PARAM_MAX_SEQ_LEN = "tritonize.max_seq_len"
+PARAM_DOC_STRIDE = "tritonize.doc_stride"
+PARAM_MAX_QUESTION_LEN = "tritonize.max_question_len"
+PARAM_MAX_ANSWER_LEN = "tritonize.max_answer_len"
 PARAM_PAD_TO_MULTIPLE_OF = "tritonize.pad_to_multiple_of"
 PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
 PARAM_VERSION = "tritonize.version"
@@ -120,6 +135,28 @@ class Entity:
 
     def keys(self) -> Tuple[str, ...]:
         return tuple(self.to_dict())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer of a question-answering result, as ``pipeline`` returns it."""
+
+    answer: str
+    score: float
+    start: int
+    end: int
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"score": self.score, "start": self.start, "end": self.end, "answer": self.answer}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def keys(self) -> Tuple[str, ...]:
+        return ("score", "start", "end", "answer")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())

@@ -43,10 +43,14 @@ class TritonPythonModel:
         )
         onnx_inputs = {i.name for i in self.session.get_inputs()}
         self.input_map = {k: v for k, v in self.input_map.items() if v in onnx_inputs}
-        first = self.session.get_outputs()[0]
-        # logits [batch, labels] (sequence tasks) or [batch, tokens, labels] (token tasks)
-        self._per_token_outputs = len(first.shape) == 3
-        self.num_labels = int(first.shape[-1]) if isinstance(first.shape[-1], int) else 0
+        # Per output: is its 2nd axis the token axis ([batch, tokens(, labels)]: NER, QA)
+        # or not ([batch, labels]: classification), and its fixed trailing dims.
+        self.layout = {}
+        for output in self.session.get_outputs():
+            shape = list(output.shape)
+            per_token = len(shape) >= 2 and not isinstance(shape[1], int)
+            tail = shape[2:] if per_token else shape[1:]
+            self.layout[output.name] = (per_token, tuple(d if isinstance(d, int) else 0 for d in tail))
 
     def execute(self, requests):
         # Each request holds [texts, tokens] or [texts, windows, tokens]; every
@@ -88,18 +92,17 @@ class TritonPythonModel:
         for live, shape, length in zip(rows_per_request, shapes, lengths):
             tensors = []
             for name, onnx_name in self.output_map.items():
-                tensors.append(pb_utils.Tensor(name, self._rows(results[onnx_name], start, live, shape, length)))
+                tensors.append(pb_utils.Tensor(name, self._rows(results[onnx_name], onnx_name, start, live, shape, length)))
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             start += len(live)
         return responses
 
-    def _rows(self, result, start, live, shape, length):
+    def _rows(self, result, onnx_name, start, live, shape, length):
         """This request's outputs, reshaped to its own [texts(, windows)(, tokens), ...]."""
+        per_token, tail = self.layout[onnx_name]
         rows = int(np.prod(shape[:-1]))
-        per_token = self._per_token_outputs
         if result is None:
-            tail = (length, self.num_labels) if per_token else (self.num_labels,)
-            return np.zeros(tuple(shape[:-1]) + tail, dtype=np.float32)
+            return np.zeros(tuple(shape[:-1]) + ((length,) if per_token else ()) + tail, dtype=np.float32)
         mine = result[start : start + len(live)]
         if per_token:
             mine = mine[:, :length]

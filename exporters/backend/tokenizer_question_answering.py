@@ -1,0 +1,114 @@
+"""Tokenizer step for question-answering: QUESTION, CONTEXT -> windows of the pair.
+
+Each (question, context) pair is encoded as ``pipeline("question-answering")``
+encodes it with a fast tokenizer: question first, the context truncated
+``only_second`` at ``max_seq_len`` with ``doc_stride`` tokens of overlap, so a
+long context becomes several windows and none of it is dropped. All pairs of
+all requests that the dynamic batcher hands over are encoded in one
+``encode_batch`` call.
+
+Outputs are ``[pairs, windows, tokens]``; a padded window has an all-zero
+attention mask. Besides the encoder's inputs, the step emits what the
+postprocess needs to turn token spans back into character spans of the
+context: offsets, word ids, sequence ids, and ``P_MASK`` (1 = cannot be part
+of an answer: question, special tokens, padding; the CLS token stays 0).
+"""
+
+import json
+import os
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+
+def _param(config, key, default=None):
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return default if value is None else value
+
+
+def _strings(request, name):
+    array = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+    return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in array.reshape(-1)]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
+        self.max_seq_len = int(_param(config, "tritonize.max_length"))
+        self.doc_stride = int(_param(config, "tritonize.doc_stride"))
+        self.max_question_len = int(_param(config, "tritonize.max_question_len"))
+        self.pad_id = int(_param(config, "tritonize.pad_token_id", "0"))
+        cls = _param(config, "tritonize.cls_token_id", "")
+        self.cls_id = int(cls) if cls not in ("", "None") else None
+        self.question_tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
+        self.question_tokenizer.no_truncation()
+        self.question_tokenizer.no_padding()
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(
+            max_length=self.max_seq_len, stride=self.doc_stride, strategy="only_second"
+        )
+        self.output_names = [output["name"] for output in config["output"]]
+
+    def _check(self, questions):
+        lengths = [len(e.ids) for e in self.question_tokenizer.encode_batch(questions, add_special_tokens=False)]
+        for index, length in enumerate(lengths):
+            if length > self.max_question_len:
+                raise ValueError(
+                    f"input 'QUESTION'[{index}] has {length} tokens; the limit is {self.max_question_len} "
+                    "(export option --max-question-len)"
+                )
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        pairs, owners = [], []
+        for index, request in enumerate(requests):
+            try:
+                questions = _strings(request, "QUESTION")
+                contexts = _strings(request, "CONTEXT")
+                if len(questions) != len(contexts):
+                    raise ValueError(
+                        f"inputs 'QUESTION' and 'CONTEXT' must hold as many texts: {len(questions)} vs {len(contexts)}"
+                    )
+                self._check(questions)
+            except (ValueError, UnicodeDecodeError) as exc:
+                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                continue
+            owners.append((index, len(pairs), len(questions)))
+            pairs.extend(zip(questions, contexts))
+        if not pairs:
+            return responses
+        encodings = self.tokenizer.encode_batch(pairs)
+        windows = [[e] + list(e.overflowing) for e in encodings]
+        length = max(len(w.ids) for ws in windows for w in ws)
+        shape = (len(pairs), max(len(ws) for ws in windows), length)
+        arrays = {
+            "INPUT_IDS": np.full(shape, self.pad_id, dtype=np.int64),
+            "ATTENTION_MASK": np.zeros(shape, dtype=np.int64),
+            "TOKEN_TYPE_IDS": np.zeros(shape, dtype=np.int64),
+            "P_MASK": np.ones(shape, dtype=np.int64),
+            "WORD_IDS": np.full(shape, -1, dtype=np.int64),
+            "SEQUENCE_IDS": np.full(shape, -1, dtype=np.int64),
+            "OFFSETS": np.zeros(shape + (2,), dtype=np.int64),
+        }
+        for row, pair_windows in enumerate(windows):
+            for column, window in enumerate(pair_windows):
+                n = len(window.ids)
+                ids = np.asarray(window.ids, dtype=np.int64)
+                sequence_ids = np.array([-1 if s is None else s for s in window.sequence_ids], dtype=np.int64)
+                p_mask = (sequence_ids != 1).astype(np.int64)
+                if self.cls_id is not None:
+                    p_mask[ids == self.cls_id] = 0  # the pipeline keeps CLS (the null answer) unmasked
+                arrays["INPUT_IDS"][row, column, :n] = ids
+                arrays["ATTENTION_MASK"][row, column, :n] = 1
+                arrays["TOKEN_TYPE_IDS"][row, column, :n] = window.type_ids
+                arrays["P_MASK"][row, column, :n] = p_mask
+                arrays["WORD_IDS"][row, column, :n] = [-1 if w is None else w for w in window.word_ids]
+                arrays["SEQUENCE_IDS"][row, column, :n] = sequence_ids
+                arrays["OFFSETS"][row, column, :n] = window.offsets
+        for index, start, size in owners:
+            tensors = [pb_utils.Tensor(name, arrays[name][start : start + size]) for name in self.output_names]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses
