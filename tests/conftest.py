@@ -134,3 +134,31 @@ def served_rampart(tmp_path_factory) -> Iterator[Served]:
     server = LocalServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
     with server:
         yield Served(server.grpc_url, repository, {"pii": checkpoint}, server)
+
+
+def tiny_qa(arch: str) -> Path:
+    return make_tiny_checkpoint(arch, CHECKPOINT_CACHE / f"question-answering-{arch}", "question-answering")
+
+
+@pytest.fixture(scope="session")
+def served_qa(tmp_path_factory) -> Iterator[Served]:
+    """A tiny QA model of every architecture, exported with the pipeline's defaults, and served."""
+    from tritonize.deploy import LocalServer, free_port
+    from tritonize.exporters.export import ExportOptions, export
+
+    repository = tmp_path_factory.mktemp("qa") / "model_repository"
+    checkpoints = {arch: tiny_qa(arch) for arch in ARCHITECTURES}
+    log = io.StringIO()
+    for arch, checkpoint in checkpoints.items():
+        export(ExportOptions(str(checkpoint), "question-answering", f"qa-{arch}", repository), stream=log)
+    # small windows: every context spans many windows
+    export(
+        ExportOptions(str(checkpoints["bert"]), "question-answering", "qa-small-windows", repository,
+                      task_options={"max_seq_len": 48, "doc_stride": 16, "max_question_len": 16}),
+        stream=log,
+    )
+    server = LocalServer(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout=300,
+    )
+    with server:
+        yield Served(server.grpc_url, repository, checkpoints, server)
