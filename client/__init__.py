@@ -12,13 +12,16 @@ from tritonize.client.errors import (
     TaskMismatch,
     TritonizeError,
 )
+from tritonize.client.connection import Connection
 from tritonize.client.models import ModelInfo
+from tritonize.client.retry import RetryPolicy
 from tritonize.client.sync import Client
 from tritonize.protocol import Answer, Entity, LabelScore
 
 __all__ = [
     "Answer",
     "Client",
+    "Connection",
     "DeadlineExceeded",
     "Entity",
     "InvalidInput",
@@ -26,6 +29,7 @@ __all__ = [
     "ModelInfo",
     "ModelNotFound",
     "ModelNotReady",
+    "RetryPolicy",
     "ServerUnavailable",
     "TaskMismatch",
     "TritonizeError",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 class TritonizeError(Exception):
@@ -12,6 +12,7 @@ class TritonizeError(Exception):
         super().__init__(message)
         self.url = url
         self.model = model
+        self.status: str = ""  # the gRPC status, when the error came from the server
 
 
 class ServerUnavailable(TritonizeError):
@@ -36,3 +37,28 @@ class TaskMismatch(InvalidInput):
 
 class DeadlineExceeded(TritonizeError):
     """The call did not finish within its ``timeout``."""
+
+
+def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
+    """Map a tritonclient ``InferenceServerException`` to this hierarchy, keeping the server's words."""
+    status = str(exc.status() or "")
+    text = str(exc.message() or exc)
+    where = f"model {model!r} on {url}" if model else url
+    lowered = text.lower()
+    error: TritonizeError
+    if "RESOURCE_EXHAUSTED" in status:
+        error = ServerUnavailable(f"server {url} is overloaded (RESOURCE_EXHAUSTED): {text}", url=url, model=model)
+    elif "UNAVAILABLE" in status and "not ready" not in lowered and "unknown model" not in lowered:
+        error = ServerUnavailable(f"server {url} is unavailable: {text}", url=url, model=model)
+    elif "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
+        error = DeadlineExceeded(f"{where}: deadline exceeded ({text})", url=url, model=model)
+    elif "unknown model" in lowered or "not found" in lowered:
+        error = ModelNotFound(f"{where}: the server does not serve this model ({text})", url=url, model=model)
+    elif "not ready" in lowered:
+        error = ModelNotReady(f"{where}: the model is not ready ({text})", url=url, model=model)
+    elif "INVALID_ARGUMENT" in status:
+        error = InvalidInput(f"{where}: invalid input ({text})", url=url, model=model)
+    else:
+        error = TritonizeError(f"{where}: {text}", url=url, model=model)
+    error.status = status
+    return error
