@@ -12,6 +12,7 @@ from tritonize.client.errors import (
     TaskMismatch,
     TritonizeError,
 )
+from tritonize.client.aio import AsyncClient
 from tritonize.client.connection import Connection
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
@@ -20,6 +21,7 @@ from tritonize.protocol import Answer, Entity, LabelScore
 
 __all__ = [
     "Answer",
+    "AsyncClient",
     "Client",
     "Connection",
     "DeadlineExceeded",

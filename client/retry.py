@@ -33,6 +33,15 @@ class RetryPolicy:
     def retryable(status: Optional[str]) -> bool:
         return any(code in str(status or "") for code in RETRYABLE)
 
+    def next_wait(self, status: Optional[str], retry: int, deadline: Optional[float], now: float) -> Optional[float]:
+        """Seconds to wait before retry number ``retry`` (0-based), or None to give up."""
+        if not self.retryable(status) or retry + 1 >= self.attempts:
+            return None
+        wait = self.backoff(retry)
+        if deadline is not None and now + wait >= deadline:
+            return None
+        return wait
+
     def backoff(self, retry: int, rng: Optional[random.Random] = None) -> float:
         """Seconds to wait before retry number ``retry`` (0-based)."""
         cap = min(self.max_backoff, self.initial_backoff * self.multiplier**retry)

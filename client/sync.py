@@ -89,14 +89,10 @@ class Client:
                 )
             except InferenceServerException as exc:
                 error = translate_error(exc, self.url, model)
-            wait = self.retry.backoff(retry)
-            retry += 1
-            if (
-                not self.retry.retryable(error.status)
-                or retry >= self.retry.attempts
-                or (deadline is not None and time.monotonic() + wait >= deadline)
-            ):
+            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic())
+            if wait is None:
                 raise error
+            retry += 1
             time.sleep(wait)
 
     def _timeout(self, timeout: Optional[float]) -> Optional[float]:

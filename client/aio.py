@@ -1,0 +1,187 @@
+"""``AsyncClient``: the asyncio SDK, on tritonclient's grpc.aio.
+
+Same methods, arguments and results as ``Client``; every method is a
+coroutine. The contract of each call is shared with ``Client`` (``calls.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Sequence, Union, overload
+
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from tritonize.client import calls
+from tritonize.client.calls import Plan, Request, Texts
+from tritonize.client.connection import Connection
+from tritonize.client.errors import DeadlineExceeded, TritonizeError, translate_error
+from tritonize.client.models import ModelInfo
+from tritonize.client.retry import RetryPolicy
+from tritonize.protocol import Entity, LabelScore
+
+
+class AsyncClient:
+    """Asyncio client for tritonize models served by Triton over gRPC.
+
+    >>> async with AsyncClient("localhost:8001") as client:
+    ...     await client.classify("sentiment", "I love it")
+    """
+
+    def __init__(
+        self,
+        url: str = "localhost:8001",
+        *,
+        timeout: Optional[float] = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        max_in_flight: int = 4,
+        connection: Optional[Connection] = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.url = url
+        self.timeout = timeout
+        self.retry = retry
+        self.max_in_flight = max_in_flight
+        self.connection = connection or Connection()
+        self._grpc = aioclient.InferenceServerClient(url=url, **self.connection.client_arguments())
+        self._models: Dict[str, ModelInfo] = {}
+
+    async def close(self) -> None:
+        await self._grpc.close()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- transport -------------------------------------------------------------
+    def _timeout(self, timeout: Optional[float]) -> Optional[float]:
+        return self.timeout if timeout is None else timeout
+
+    async def _call(self, model: Optional[str], method: str, *args: Any, timeout: Optional[float], **kwargs: Any) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        retry = 0
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise DeadlineExceeded(
+                    f"model {model!r} on {self.url}: deadline of {timeout}s exceeded", url=self.url, model=model
+                )
+            try:
+                return await getattr(self._grpc, method)(
+                    *args, headers=self.connection.headers or None, client_timeout=left, **kwargs
+                )
+            except InferenceServerException as exc:
+                error = translate_error(exc, self.url, model)
+            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic())
+            if wait is None:
+                raise error
+            retry += 1
+            await asyncio.sleep(wait)
+
+    async def _send(self, plan: Plan, request: Request, timeout: Optional[float]) -> List[Any]:
+        inputs = []
+        for name, array in request.input_arrays():
+            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = [grpcclient.InferRequestedOutput(name) for name in request.outputs]
+        response = await self._call(
+            plan.model, "infer", plan.model, inputs, outputs=outputs, timeout=timeout,
+            parameters=request.parameters, compression_algorithm=self.connection.compression,
+        )
+        return plan.decode(request, {name: response.as_numpy(name) for name in request.outputs})
+
+    async def _run(self, plan: Plan, timeout: Optional[float]) -> Any:
+        timeout = self._timeout(timeout)
+        gate = asyncio.Semaphore(self.max_in_flight)
+
+        async def bounded(request: Request) -> List[Any]:
+            async with gate:
+                return await self._send(plan, request, timeout)
+
+        return plan.finish(list(await asyncio.gather(*(bounded(r) for r in plan.requests))))
+
+    # -- server and models -----------------------------------------------------
+    async def is_live(self, timeout: Optional[float] = None) -> bool:
+        try:
+            return bool(await self._grpc.is_server_live(headers=self.connection.headers or None,
+                                                        client_timeout=self._timeout(timeout)))
+        except InferenceServerException:
+            return False
+
+    async def is_ready(self, model: Optional[str] = None, timeout: Optional[float] = None) -> bool:
+        headers = self.connection.headers or None
+        try:
+            if model is None:
+                return bool(await self._grpc.is_server_ready(headers=headers, client_timeout=self._timeout(timeout)))
+            return bool(await self._grpc.is_model_ready(model, headers=headers, client_timeout=self._timeout(timeout)))
+        except InferenceServerException:
+            return False
+
+    async def model_info(self, model: str, *, refresh: bool = False, timeout: Optional[float] = None) -> ModelInfo:
+        if refresh or model not in self._models:
+            response = await self._call(model, "get_model_config", model, as_json=True,
+                                        timeout=self._timeout(timeout))
+            self._models[model] = ModelInfo.from_config(response["config"])
+        return self._models[model]
+
+    async def list_models(self, *, timeout: Optional[float] = None) -> List[ModelInfo]:
+        index = await self._call(None, "get_model_repository_index", as_json=True, timeout=self._timeout(timeout))
+        found = []
+        for entry in index.get("models", []):
+            try:
+                info = await self.model_info(entry["name"], refresh=True, timeout=timeout)
+            except TritonizeError:
+                continue
+            if info.task and info.role in (None, "ensemble"):
+                found.append(replace(info, ready=entry.get("state") == "READY"))
+        return found
+
+    # -- tasks -----------------------------------------------------------------
+    @overload
+    async def classify(self, model: str, texts: str, *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # noqa: E501
+
+    @overload
+    async def classify(self, model: str, texts: Sequence[str], *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[List[LabelScore]]: ...  # noqa: E501
+
+    async def classify(
+        self, model: str, texts: Texts, *, top_k: Optional[int] = None, timeout: Optional[float] = None
+    ) -> Union[List[LabelScore], List[List[LabelScore]]]:
+        plan = calls.classify(await self.model_info(model, timeout=timeout), texts, top_k, self.url)
+        return await self._run(plan, timeout)  # type: ignore[no-any-return]
+
+    @overload
+    async def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # noqa: E501
+
+    @overload
+    async def extract_entities(self, model: str, texts: Sequence[str], *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[List[Entity]]: ...  # noqa: E501
+
+    async def extract_entities(
+        self, model: str, texts: Texts, *, aggregation_strategy: Optional[str] = None, timeout: Optional[float] = None
+    ) -> Union[List[Entity], List[List[Entity]]]:
+        plan = calls.extract_entities(await self.model_info(model, timeout=timeout), texts, aggregation_strategy,
+                                      self.url)
+        return await self._run(plan, timeout)  # type: ignore[no-any-return]
+
+    async def answer(
+        self,
+        model: str,
+        *,
+        question: Texts,
+        context: Texts,
+        top_k: int = 1,
+        max_answer_len: Optional[int] = None,
+        handle_impossible_answer: Optional[bool] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        plan = calls.answer(
+            await self.model_info(model, timeout=timeout), question, context, top_k, max_answer_len,
+            handle_impossible_answer, self.url,
+        )
+        return await self._run(plan, timeout)
