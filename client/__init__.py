@@ -4,6 +4,7 @@ Needs only ``tritonclient[grpc]`` and numpy; never torch, transformers or onnx.
 """
 
 from tritonize.client.errors import (
+    AccessDenied,
     DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
@@ -20,6 +21,7 @@ from tritonize.client.sync import Client
 from tritonize.protocol import Answer, Entity, LabelScore
 
 __all__ = [
+    "AccessDenied",
     "Answer",
     "AsyncClient",
     "Client",

@@ -145,7 +145,7 @@ class AsyncClient:
 
     # -- tasks -----------------------------------------------------------------
     @overload
-    async def classify(self, model: str, texts: str, *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # noqa: E501
+    async def classify(self, model: str, texts: str, *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # type: ignore[overload-overlap]  # noqa: E501
 
     @overload
     async def classify(self, model: str, texts: Sequence[str], *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[List[LabelScore]]: ...  # noqa: E501
@@ -157,7 +157,7 @@ class AsyncClient:
         return await self._run(plan, timeout)  # type: ignore[no-any-return]
 
     @overload
-    async def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # noqa: E501
+    async def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # type: ignore[overload-overlap]  # noqa: E501
 
     @overload
     async def extract_entities(self, model: str, texts: Sequence[str], *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[List[Entity]]: ...  # noqa: E501

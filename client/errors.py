@@ -35,6 +35,10 @@ class TaskMismatch(InvalidInput):
     """The model serves another task than the method called (e.g. classify on a NER model)."""
 
 
+class AccessDenied(TritonizeError):
+    """The server refused the credentials: a missing or wrong auth header or certificate."""
+
+
 class DeadlineExceeded(TritonizeError):
     """The call did not finish within its ``timeout``."""
 
@@ -46,6 +50,11 @@ def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
     where = f"model {model!r} on {url}" if model else url
     lowered = text.lower()
     error: TritonizeError
+    if "protocol is restricted" in lowered or "PERMISSION_DENIED" in status or "UNAUTHENTICATED" in status:
+        error = AccessDenied(f"{where}: access denied ({text}); check the auth headers or certificates",
+                             url=url, model=model)
+        error.status = "PERMISSION_DENIED"  # never retried
+        return error
     if "RESOURCE_EXHAUSTED" in status:
         error = ServerUnavailable(f"server {url} is overloaded (RESOURCE_EXHAUSTED): {text}", url=url, model=model)
     elif "UNAVAILABLE" in status and "not ready" not in lowered and "unknown model" not in lowered:
