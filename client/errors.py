@@ -61,6 +61,11 @@ def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
         error = ServerUnavailable(f"server {url} is unavailable: {text}", url=url, model=model)
     elif "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
         error = DeadlineExceeded(f"{where}: deadline exceeded ({text})", url=url, model=model)
+    elif "has no available versions" in lowered or "not ready" in lowered:
+        # the model is being loaded or unloaded (a restart, a reload): transient
+        error = ModelNotReady(f"{where}: the model is not ready ({text})", url=url, model=model)
+        error.status = "UNAVAILABLE"
+        return error
     elif "unknown model" in lowered or "not found" in lowered:
         error = ModelNotFound(f"{where}: the server does not serve this model ({text})", url=url, model=model)
     elif "not ready" in lowered:

@@ -57,7 +57,8 @@ def test_base_install_is_light_and_works(served_classifiers, tmp_path):
         "    r = c.classify('bert-single', ['light client', 'works'])\n"
         "print(json.dumps({'heavy': heavy, 'result': [[x.to_dict() for x in row] for row in r]}))\n"
     )
-    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=120)
+    # run outside the checkout, so that only the installed package can be imported
+    run = subprocess.run([str(python), "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     import json
 
