@@ -1,0 +1,440 @@
+"""Triton's view of a load test: where the time goes, and what it counted.
+
+Two sources, read before and after the measured interval:
+
+* the **metrics endpoint** (Prometheus text, ``http://HOST:8002/metrics``):
+  ``nv_inference_request_success`` / ``_failure``, ``nv_inference_count`` and
+  ``nv_inference_exec_count`` per model. Locust's count of successful requests
+  is compared with the ensembles' ``nv_inference_request_success``;
+* the **model statistics API** (``get_inference_statistics`` over gRPC): for each
+  step of each ensemble (tokenizer, encoder, postprocess) the cumulative queue,
+  compute-input, compute-infer and compute-output nanoseconds, the number of
+  inferences and of executions (so the average batch the dynamic batcher formed).
+
+The difference of two snapshots is what happened in between.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from tritonize.loadtest.tables import table
+
+ROLES = ("tokenizer", "encoder", "postprocess")
+COUNTERS = (
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_exec_count",
+)
+_SAMPLE = re.compile(r'^(?P<metric>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+class TritonViewError(RuntimeError):
+    """The metrics endpoint or the statistics API could not be read."""
+
+
+# -- the metrics endpoint --------------------------------------------------------------
+def parse_metrics(text: str, names: Sequence[str] = COUNTERS) -> Dict[Tuple[str, str], float]:
+    """``{(metric, model): value}`` for the wanted counters (summed over versions)."""
+    values: Dict[Tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if not match or match.group("metric") not in names:
+            continue
+        labels = dict(_LABEL.findall(match.group("labels")))
+        model = labels.get("model")
+        if model is None:
+            continue
+        key = (match.group("metric"), model)
+        values[key] = values.get(key, 0.0) + float(match.group("value"))
+    return values
+
+
+def read_metrics(url: str, timeout: float = 5.0) -> Dict[Tuple[str, str], float]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            text = response.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TritonViewError(f"cannot read Triton's metrics endpoint {url}: {reason}") from exc
+    return parse_metrics(text)
+
+
+# -- the statistics API ----------------------------------------------------------------
+@dataclass
+class StepStats:
+    """Cumulative counters of one model, as ``get_inference_statistics`` reports them."""
+
+    success: int = 0
+    success_ns: int = 0
+    fail: int = 0
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+    inference_count: int = 0
+    execution_count: int = 0
+
+    @classmethod
+    def from_json(cls, stats: Mapping[str, Any]) -> "StepStats":
+        inference = stats.get("inference_stats", {})
+
+        def part(name: str, key: str) -> int:
+            return int(inference.get(name, {}).get(key, 0) or 0)
+
+        return cls(
+            success=part("success", "count"),
+            success_ns=part("success", "ns"),
+            fail=part("fail", "count"),
+            queue_ns=part("queue", "ns"),
+            compute_input_ns=part("compute_input", "ns"),
+            compute_infer_ns=part("compute_infer", "ns"),
+            compute_output_ns=part("compute_output", "ns"),
+            inference_count=int(stats.get("inference_count", 0) or 0),
+            execution_count=int(stats.get("execution_count", 0) or 0),
+        )
+
+    def __sub__(self, other: "StepStats") -> "StepStats":
+        return StepStats(**{k: getattr(self, k) - getattr(other, k) for k in asdict(self)})
+
+
+@dataclass
+class Snapshot:
+    """Everything Triton counted up to one moment."""
+
+    taken_at: float
+    stats: Dict[str, StepStats]
+    metrics: Optional[Dict[Tuple[str, str], float]]  # None: the endpoint was not reachable
+    metrics_error: str = ""
+
+
+@dataclass
+class EnsembleLayout:
+    """An ensemble and its steps (from its config's ``ensemble_scheduling``)."""
+
+    model: str
+    task: str
+    steps: List[Tuple[str, str]] = field(default_factory=list)  # (role, model name)
+
+
+class TritonView:
+    """Reads both sources for the given ensembles; ``snapshot()`` before and after."""
+
+    def __init__(self, grpc_url: str, metrics_url: Optional[str], ensembles: Sequence[Tuple[str, str]],
+                 timeout: float = 10.0) -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.grpc_url = grpc_url
+        self.metrics_url = metrics_url
+        self.timeout = timeout
+        self._client = grpcclient.InferenceServerClient(url=grpc_url)
+        self.layouts = [self._layout(model, task) for model, task in ensembles]
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _layout(self, model: str, task: str) -> EnsembleLayout:
+        config = self._client.get_model_config(model, as_json=True, client_timeout=self.timeout)["config"]
+        steps = []
+        for step in config.get("ensemble_scheduling", {}).get("step", []):
+            name = str(step["model_name"])
+            try:
+                step_config = self._client.get_model_config(name, as_json=True, client_timeout=self.timeout)
+                role = step_config["config"].get("parameters", {}).get("tritonize.role", {}).get("string_value", "")
+            except Exception:  # noqa: BLE001 - a step without a readable config still gets a row
+                role = ""
+            if not role:
+                role = next((r for r in ROLES if name.endswith("_" + r)), "step")
+            steps.append((role, name))
+        return EnsembleLayout(model, task, steps)
+
+    @property
+    def models(self) -> List[str]:
+        return [name for layout in self.layouts for name in [layout.model, *[s for _, s in layout.steps]]]
+
+    def read_stats(self) -> Dict[str, StepStats]:
+        found: Dict[str, StepStats] = {}
+        for name in self.models:
+            response = self._client.get_inference_statistics(name, as_json=True, client_timeout=self.timeout)
+            total = StepStats()
+            for entry in response.get("model_stats", []):
+                one = StepStats.from_json(entry)
+                total = StepStats(**{k: getattr(total, k) + getattr(one, k) for k in asdict(total)})
+            found[name] = total
+        return found
+
+    def snapshot(self) -> Snapshot:
+        now = time.time()
+        stats = self.read_stats()
+        if not self.metrics_url:
+            return Snapshot(now, stats, None, "no metrics URL given")
+        try:
+            return Snapshot(now, stats, read_metrics(self.metrics_url))
+        except TritonViewError as exc:
+            return Snapshot(now, stats, None, str(exc))
+
+    def settled_snapshot(self, previous: Optional[Snapshot] = None, attempts: int = 10,
+                         pause: float = 0.2) -> Snapshot:
+        """A snapshot taken once Triton's counters stop moving (a response can reach the
+        client a moment before Triton updates its counters); at most ``attempts`` reads."""
+        last = self.snapshot()
+        for _ in range(attempts):
+            time.sleep(pause)
+            again = self.snapshot()
+            if again.stats == last.stats and again.metrics == last.metrics:
+                return again
+            last = again
+        return last
+
+
+# -- the breakdown -----------------------------------------------------------------------
+@dataclass
+class BreakdownRow:
+    request_name: str  # the Locust request name of the ensemble (task:model)
+    model: str  # the Triton model of this row
+    role: str  # ensemble | tokenizer | encoder | postprocess
+    requests: int  # successful requests (statistics API)
+    failures: int
+    avg_request_ms: Optional[float]  # ensemble: Triton's end-to-end time per request
+    queue_ms: Optional[float]  # per request
+    compute_input_ms: Optional[float]
+    compute_infer_ms: Optional[float]
+    compute_output_ms: Optional[float]
+    compute_ms: Optional[float]  # input + infer + output, per request
+    executions: int
+    inferences: int
+    avg_batch: Optional[float]  # inferences / executions: the batch the dynamic batcher formed
+    metrics_success: Optional[int] = None  # nv_inference_request_success (metrics endpoint)
+    metrics_failure: Optional[int] = None
+    locust_requests: Optional[int] = None  # ensemble rows: what Locust measured for this name
+    locust_failures: Optional[int] = None
+    locust_p50_ms: Optional[float] = None
+    locust_p95_ms: Optional[float] = None
+    locust_p99_ms: Optional[float] = None
+
+
+@dataclass
+class Breakdown:
+    seconds: float
+    rows: List[BreakdownRow]
+    metrics_error: str = ""
+
+    def ensemble_rows(self) -> List[BreakdownRow]:
+        return [row for row in self.rows if row.role == "ensemble"]
+
+
+def _per(ns: int, count: int) -> Optional[float]:
+    return ns / count / 1e6 if count else None
+
+
+def breakdown(view: TritonView, before: Snapshot, after: Snapshot, locust_stats: Any = None,
+              request_type: str = "grpc") -> Breakdown:
+    """What Triton did between two snapshots, with Locust's numbers beside each ensemble."""
+    rows: List[BreakdownRow] = []
+    metrics_ok = before.metrics is not None and after.metrics is not None
+    for layout in view.layouts:
+        request_name = f"{layout.task}:{layout.model}"
+        for role, model in [("ensemble", layout.model), *layout.steps]:
+            delta = after.stats.get(model, StepStats()) - before.stats.get(model, StepStats())
+            count = delta.success
+            compute = delta.compute_input_ns + delta.compute_infer_ns + delta.compute_output_ns
+            row = BreakdownRow(
+                request_name=request_name, model=model, role=role, requests=count, failures=delta.fail,
+                avg_request_ms=_per(delta.success_ns, count),
+                queue_ms=_per(delta.queue_ns, count) if role != "ensemble" else None,
+                compute_input_ms=_per(delta.compute_input_ns, count) if role != "ensemble" else None,
+                compute_infer_ms=_per(delta.compute_infer_ns, count) if role != "ensemble" else None,
+                compute_output_ms=_per(delta.compute_output_ns, count) if role != "ensemble" else None,
+                compute_ms=_per(compute, count) if role != "ensemble" else None,
+                executions=delta.execution_count, inferences=delta.inference_count,
+                avg_batch=(delta.inference_count / delta.execution_count
+                           if delta.execution_count and role != "ensemble" else None),
+            )
+            if metrics_ok:
+                assert before.metrics is not None and after.metrics is not None
+                row.metrics_success = int(after.metrics.get(("nv_inference_request_success", model), 0)
+                                          - before.metrics.get(("nv_inference_request_success", model), 0))
+                row.metrics_failure = int(after.metrics.get(("nv_inference_request_failure", model), 0)
+                                          - before.metrics.get(("nv_inference_request_failure", model), 0))
+            if role == "ensemble" and locust_stats is not None:
+                entry = locust_stats.entries.get((request_name, request_type)) if hasattr(
+                    locust_stats.entries, "get") else None
+                if entry is not None and entry.num_requests:
+                    row.locust_requests = int(entry.num_requests)
+                    row.locust_failures = int(entry.num_failures)
+                    row.locust_p50_ms = float(entry.get_response_time_percentile(0.50))
+                    row.locust_p95_ms = float(entry.get_response_time_percentile(0.95))
+                    row.locust_p99_ms = float(entry.get_response_time_percentile(0.99))
+                else:
+                    row.locust_requests, row.locust_failures = 0, 0
+            rows.append(row)
+    error = "" if metrics_ok else (after.metrics_error or before.metrics_error)
+    return Breakdown(after.taken_at - before.taken_at, rows, error)
+
+
+def _ms(value: Optional[float]) -> str:
+    return "-" if value is None else (f"{value:.2f}" if value < 100 else f"{value:.0f}")
+
+
+def _int(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def format_breakdown(result: Breakdown) -> str:
+    """Where the time goes: Locust's percentiles beside Triton's per-step queue, compute and batch."""
+    rows = []
+    for row in result.rows:
+        if row.role == "ensemble":
+            label = row.request_name
+            locust = [str(row.locust_requests if row.locust_requests is not None else "-"),
+                      _int(row.locust_p50_ms), _int(row.locust_p95_ms), _int(row.locust_p99_ms)]
+        else:
+            label = f"  {row.role}: {row.model}"
+            locust = ["", "", "", ""]
+        rows.append([
+            label, *locust, str(row.requests), _ms(row.avg_request_ms),
+            "" if row.role == "ensemble" else _ms(row.queue_ms), "" if row.role == "ensemble" else _ms(row.compute_ms),
+            str(row.executions) if row.role != "ensemble" else "",
+            f"{row.avg_batch:.2f}" if row.avg_batch is not None else "",
+        ])
+    header = ["request / step", "locust n", "p50 ms", "p95 ms", "p99 ms", "triton n", "triton avg ms",
+              "queue ms", "compute ms", "executions", "avg batch"]
+    text = (f"Where the time goes: Locust's percentiles beside Triton's view of the same {result.seconds:.1f}s\n"
+            "(triton avg ms: Triton's time per request, from arrival to response; queue and compute ms: per "
+            "request in that step; avg batch: requests per execution the dynamic batcher formed)\n")
+    return text + table(rows, header, right=tuple(range(1, 11)))
+
+
+# -- counts: nothing lost, nothing invented ---------------------------------------------------
+@dataclass
+class CountCheck:
+    request_name: str
+    model: str
+    locust_success: int
+    triton_success: Optional[int]  # metrics endpoint; None when unreachable
+
+    @property
+    def equal(self) -> Optional[bool]:
+        return None if self.triton_success is None else self.locust_success == self.triton_success
+
+
+def count_checks(result: Breakdown) -> List[CountCheck]:
+    checks = []
+    for row in result.ensemble_rows():
+        locust = (row.locust_requests or 0) - (row.locust_failures or 0)
+        checks.append(CountCheck(row.request_name, row.model, locust, row.metrics_success))
+    return checks
+
+
+def format_counts(checks: Sequence[CountCheck], metrics_error: str = "", note: str = "") -> str:
+    rows = []
+    for check in checks:
+        triton = "-" if check.triton_success is None else str(check.triton_success)
+        verdict = {None: "not checked", True: "equal", False: "DIFFERENT"}[check.equal]
+        rows.append([check.request_name, str(check.locust_success), triton, verdict])
+    locust_total = sum(c.locust_success for c in checks)
+    if all(c.triton_success is not None for c in checks) and checks:
+        triton_total = sum(c.triton_success or 0 for c in checks)
+        rows.append(["total", str(locust_total), str(triton_total),
+                     "equal" if locust_total == triton_total else "DIFFERENT"])
+    text = ("Successful requests: Locust's count beside Triton's nv_inference_request_success "
+            "(metrics endpoint, same interval)\n")
+    text += table(rows, ["request", "locust", "triton", ""], right=(1, 2))
+    if metrics_error:
+        text += f"\n(not checked: {metrics_error})"
+    if note:
+        text += f"\n{note}"
+    return text
+
+
+# -- reports ---------------------------------------------------------------------------------
+CSV_COLUMNS = [
+    "request_name", "model", "role", "requests", "failures", "avg_request_ms", "queue_ms", "compute_input_ms",
+    "compute_infer_ms", "compute_output_ms", "compute_ms", "executions", "inferences", "avg_batch",
+    "metrics_success", "metrics_failure", "locust_requests", "locust_failures", "locust_p50_ms",
+    "locust_p95_ms", "locust_p99_ms",
+]
+
+
+def write_breakdown_csv(result: Breakdown, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in result.rows:
+            data = asdict(row)
+            writer.writerow({k: ("" if data[k] is None else (round(data[k], 4) if isinstance(data[k], float)
+                                                             else data[k])) for k in CSV_COLUMNS})
+
+
+def breakdown_json(result: Breakdown) -> Dict[str, Any]:
+    return {"seconds": result.seconds, "metrics_error": result.metrics_error,
+            "rows": [asdict(row) for row in result.rows]}
+
+
+def breakdown_html(result: Breakdown, sla_text: str = "", counts_text: str = "") -> str:
+    """An HTML section with the breakdown table (and the SLA and count tables as text)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in [
+        "request / step", "locust n", "p50 ms", "p95 ms", "p99 ms", "triton n", "triton avg ms", "queue ms",
+        "compute ms", "executions", "avg batch"])
+    body = []
+    for row in result.rows:
+        ensemble = row.role == "ensemble"
+        cells = [
+            row.request_name if ensemble else f"&nbsp;&nbsp;{html.escape(row.role)}: {html.escape(row.model)}",
+            str(row.locust_requests if ensemble and row.locust_requests is not None else ""),
+            _int(row.locust_p50_ms) if ensemble else "", _int(row.locust_p95_ms) if ensemble else "",
+            _int(row.locust_p99_ms) if ensemble else "", str(row.requests), _ms(row.avg_request_ms),
+            "" if ensemble else _ms(row.queue_ms), "" if ensemble else _ms(row.compute_ms),
+            "" if ensemble else str(row.executions),
+            "" if row.avg_batch is None else f"{row.avg_batch:.2f}",
+        ]
+        style = ' style="font-weight:bold"' if ensemble else ""
+        body.append(f"<tr{style}>" + "".join(
+            f"<td>{c if i == 0 and not ensemble else html.escape(c)}</td>" for i, c in enumerate(cells)) + "</tr>")
+    pre = "".join(f"<pre>{html.escape(t)}</pre>" for t in (sla_text, counts_text) if t)
+    return (
+        '<section id="tritonize-triton-breakdown" style="font-family:sans-serif;margin:2em">'
+        f"<h2>Triton: where the time goes ({result.seconds:.1f}s measured)</h2>"
+        "<p>Locust's percentiles beside Triton's own view of the same interval: the model statistics API "
+        "(queue and compute time per request in each step, executions, the average batch the dynamic "
+        "batcher formed) and the metrics endpoint.</p>"
+        '<table border="1" cellpadding="4" style="border-collapse:collapse;text-align:right">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{pre}</section>"
+    )
+
+
+def write_html(result: Breakdown, path: Path, sla_text: str = "", counts_text: str = "") -> None:
+    """A standalone HTML page with the breakdown (``REPORT.triton.html``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>tritonize load test: Triton breakdown"
+            f"</title></head><body>{breakdown_html(result, sla_text, counts_text)}</body></html>")
+    path.write_text(page, encoding="utf-8")
+
+
+def append_to_locust_html(path: Path, section: str) -> bool:
+    """Add ``section`` at the end of Locust's HTML report body; False if it has no ``</body>``."""
+    text = path.read_text(encoding="utf-8")
+    index = text.rfind("</body>")
+    if index < 0:
+        return False
+    path.write_text(text[:index] + section + text[index:], encoding="utf-8")
+    return True
+
+
+def dump_json(data: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
