@@ -1,4 +1,4 @@
-"""The ``tritonize`` command: export, serve, predict.
+"""The ``tritonize`` command: export, serve, predict, loadtest.
 
 Each subcommand imports its wing lazily, so ``tritonize predict`` works on the
 base install (the SDK) and never loads torch.
@@ -86,7 +86,101 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
                          help="token-classification: override the model's default aggregation")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    _add_loadtest_parser(commands)
     return parser
+
+
+def _duration(text: str) -> float:
+    from tritonize.loadtest.plan import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_loadtest_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    loadtest = commands.add_parser(
+        "loadtest", help="Locust load test of served models through the SDK, with an SLA gate",
+        description="Run Locust headless against served tritonize models (one SDK call per request) and "
+                    "check the result against an SLA file. Exit code: 0 SLA met, 1 SLA breached (or, without "
+                    "--sla, failed requests), 2 could not run. See loadtest/README.md.",
+    )
+    loadtest.add_argument("--host", default="localhost:8001", help="Triton gRPC address (default localhost:8001)")
+    loadtest.add_argument("--models", nargs="+", default=None, metavar="MODEL",
+                          help="ensembles to call (default: every tritonize model the server serves)")
+    loadtest.add_argument("--sla", type=Path, default=None, help="SLA file (YAML): limits per request name")
+    loadtest.add_argument("--users", "-u", type=_positive, default=10, help="simulated users (default 10)")
+    loadtest.add_argument("--spawn-rate", "-r", type=float, default=10.0, help="users started per second")
+    loadtest.add_argument("--run-time", "-t", type=_duration, default=60.0,
+                          help="how long the load runs, warm-up included: 30s, 2m, 1m30s (default 60s)")
+    loadtest.add_argument("--warmup", type=_duration, default=0.0,
+                          help="first part of the run not measured: Locust's stats are reset when it ends "
+                               "(default 0s)")
+    loadtest.add_argument("--pacing", choices=["open", "closed"], default="closed",
+                          help="open: each user sends --rps-per-user requests/s (constant_throughput); "
+                               "closed: each user waits --think-time after each answer (between). Default closed")
+    loadtest.add_argument("--rps-per-user", type=float, default=1.0, help="open pacing: requests/s per user")
+    loadtest.add_argument("--think-time", default="0.1-0.5",
+                          help="closed pacing: seconds between a user's requests, S or MIN-MAX (default 0.1-0.5)")
+    loadtest.add_argument("--weights", default=None,
+                          help="share of users per task, e.g. classification=3,ner=1,qa=1 (default equal)")
+    loadtest.add_argument("--data", type=Path, default=None,
+                          help="inputs: JSONL or CSV with 'text' or 'question'+'context' columns "
+                               "(default: built-in samples of short, medium and long texts)")
+    loadtest.add_argument("--csv", dest="csv_dir", type=Path, default=None,
+                          help="write Locust's CSVs, triton_breakdown.csv, sla.csv and summary.json into DIR")
+    loadtest.add_argument("--html", type=Path, default=None,
+                          help="write Locust's HTML report, with Triton's breakdown appended, to FILE")
+    loadtest.add_argument("--metrics-url", default=None,
+                          help="Triton's metrics endpoint (default http://HOST:8002/metrics)")
+    loadtest.add_argument("--timeout", type=float, default=10.0, help="deadline of one SDK call, seconds")
+    loadtest.add_argument("--attempts", type=_positive, default=1,
+                          help="SDK attempts per call on UNAVAILABLE/RESOURCE_EXHAUSTED (default 1: no retry)")
+    loadtest.add_argument("--stop-timeout", type=_duration, default=15.0,
+                          help="at the end, how long running requests may take to finish (default 15s)")
+    loadtest.add_argument("--seed", type=int, default=0, help="seed of the input and model choice")
+    loadtest.add_argument("--connect-timeout", type=_duration, default=5.0,
+                          help="how long to wait for the Triton server to answer at the start (default 5s)")
+    loadtest.add_argument("--loglevel", default="WARNING", help="Locust's log level (default WARNING)")
+    distributed = loadtest.add_argument_group("distributed (Locust's master/worker mode)")
+    distributed.add_argument("--master", action="store_true", help="run as the master: workers generate the load")
+    distributed.add_argument("--worker", action="store_true", help="run as a worker of --master-host")
+    distributed.add_argument("--expect-workers", type=_positive, default=1,
+                             help="master: workers to wait for before starting (default 1)")
+    distributed.add_argument("--expect-workers-timeout", type=_duration, default=60.0,
+                             help="master: how long to wait for them; worker: how long to wait for the master "
+                                  "(default 60s)")
+    distributed.add_argument("--master-bind-host", default="*", help="master: interface to listen on (default all)")
+    distributed.add_argument("--master-bind-port", type=int, default=5557, help="master: port (default 5557)")
+    distributed.add_argument("--master-host", default="127.0.0.1", help="worker: the master's address")
+    distributed.add_argument("--master-port", type=int, default=5557, help="worker: the master's port")
+
+
+def _loadtest(args: argparse.Namespace) -> int:
+    from tritonize.loadtest.plan import LoadTestOptions, parse_think_time, parse_weights
+
+    try:
+        think_time = parse_think_time(args.think_time)
+        weights = parse_weights(args.weights)
+    except ValueError as exc:
+        return _fail(str(exc))
+    options = LoadTestOptions(
+        host=args.host, models=args.models, data=args.data, sla=args.sla, users=args.users,
+        spawn_rate=args.spawn_rate, run_time=args.run_time, warmup=args.warmup, pacing=args.pacing,
+        rps_per_user=args.rps_per_user, think_time=think_time, weights=weights, csv_dir=args.csv_dir,
+        html=args.html, metrics_url=args.metrics_url, timeout=args.timeout, attempts=args.attempts,
+        stop_timeout=args.stop_timeout, seed=args.seed, connect_timeout=args.connect_timeout,
+        master=args.master, worker=args.worker, master_host=args.master_host, master_port=args.master_port,
+        master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
+        expect_workers=args.expect_workers, expect_workers_timeout=args.expect_workers_timeout,
+    )
+    try:
+        from tritonize.loadtest.run import run  # imports Locust: gevent monkey-patching starts here
+    except ImportError as exc:
+        return _fail(f"load testing needs the loadtest extra ({exc.name} is missing): "
+                     "pip install 'tritonize[loadtest]'")
+    return run(options, loglevel=args.loglevel.upper())
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -202,7 +296,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
-    handlers = {"export": _export, "serve": _serve, "predict": _predict}
+    handlers = {"export": _export, "serve": _serve, "predict": _predict, "loadtest": _loadtest}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
