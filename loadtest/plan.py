@@ -248,10 +248,10 @@ def resolve_plan(options: LoadTestOptions) -> Plan:
     for task, weight in options.weights.items():
         if weight and not models.get(task):
             raise LoadTestError(f"--weights gives {task} a weight, but no model of that task is load-tested")
-    active = {task: names for task, names in models.items() if names}
-    weights = {task: options.weights.get(task, 1) for task in active}
-    if not any(weights.values()):
+    active = {task: names for task, names in models.items() if names and options.weights.get(task, 1) > 0}
+    if not active:
         raise LoadTestError("--weights leaves every task at weight 0: nothing to run")
+    weights = {task: options.weights.get(task, 1) for task in active}
     return Plan(
         host=options.host,
         models=active,

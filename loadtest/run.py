@@ -184,6 +184,9 @@ class LoadTest:
             if options.master:
                 self._wait_for_workers()
             printer.say(self._header())
+            if options.users < len(self.plan.models):
+                printer.progress(f"warning: {options.users} users for {len(self.plan.models)} tasks: Locust gives "
+                                 "each user one task, so some tasks get no user; raise --users")
             if view is not None and view.metrics_url:
                 try:
                     triton.read_metrics(view.metrics_url, timeout=options.connect_timeout)
@@ -200,8 +203,10 @@ class LoadTest:
                 while True:
                     elapsed = time.monotonic() - started
                     if not measuring and elapsed >= options.warmup:
-                        self._reset()
+                        # Triton's counters first (the metrics endpoint is read last), then at once,
+                        # with no I/O in between, Locust's reset: the two sides start together.
                         before = self._snapshot(view)
+                        self._reset()
                         measuring = True
                         printer.progress(f"[{elapsed:5.0f}s] warm-up over: stats reset, measuring from here")
                     if elapsed >= options.run_time:
@@ -279,8 +284,8 @@ class LoadTest:
             result = triton.breakdown(view, before, after, stats)
             printer.say("")
             printer.say(triton.format_breakdown(result))
-            note = ("Exact for a run without warm-up; with a warm-up, requests in flight at the reset may "
-                    "be counted on one side only." if options.warmup else "")
+            note = ("Exact for a run without warm-up. With a warm-up, a request that completes between "
+                    "Triton's snapshot and Locust's reset is counted on one side only." if options.warmup else "")
             counts_text = triton.format_counts(triton.count_checks(result), result.metrics_error, note)
             printer.say("")
             printer.say(counts_text)

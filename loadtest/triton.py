@@ -177,8 +177,9 @@ class TritonView:
         return found
 
     def snapshot(self) -> Snapshot:
-        now = time.time()
+        """The statistics API (slow: a call per model), then the metrics endpoint (one read)."""
         stats = self.read_stats()
+        now = time.time()
         if not self.metrics_url:
             return Snapshot(now, stats, None, "no metrics URL given")
         try:
@@ -186,8 +187,7 @@ class TritonView:
         except TritonViewError as exc:
             return Snapshot(now, stats, None, str(exc))
 
-    def settled_snapshot(self, previous: Optional[Snapshot] = None, attempts: int = 10,
-                         pause: float = 0.2) -> Snapshot:
+    def settled_snapshot(self, attempts: int = 10, pause: float = 0.2) -> Snapshot:
         """A snapshot taken once Triton's counters stop moving (a response can reach the
         client a moment before Triton updates its counters); at most ``attempts`` reads."""
         last = self.snapshot()
@@ -219,6 +219,8 @@ class BreakdownRow:
     avg_batch: Optional[float]  # inferences / executions: the batch the dynamic batcher formed
     metrics_success: Optional[int] = None  # nv_inference_request_success (metrics endpoint)
     metrics_failure: Optional[int] = None
+    metrics_inferences: Optional[int] = None  # nv_inference_count
+    metrics_executions: Optional[int] = None  # nv_inference_exec_count
     locust_requests: Optional[int] = None  # ensemble rows: what Locust measured for this name
     locust_failures: Optional[int] = None
     locust_p50_ms: Optional[float] = None
@@ -269,6 +271,10 @@ def breakdown(view: TritonView, before: Snapshot, after: Snapshot, locust_stats:
                                           - before.metrics.get(("nv_inference_request_success", model), 0))
                 row.metrics_failure = int(after.metrics.get(("nv_inference_request_failure", model), 0)
                                           - before.metrics.get(("nv_inference_request_failure", model), 0))
+                row.metrics_inferences = int(after.metrics.get(("nv_inference_count", model), 0)
+                                             - before.metrics.get(("nv_inference_count", model), 0))
+                row.metrics_executions = int(after.metrics.get(("nv_inference_exec_count", model), 0)
+                                             - before.metrics.get(("nv_inference_exec_count", model), 0))
             if role == "ensemble" and locust_stats is not None:
                 entry = locust_stats.entries.get((request_name, request_type)) if hasattr(
                     locust_stats.entries, "get") else None
@@ -312,7 +318,8 @@ def format_breakdown(result: Breakdown) -> str:
         ])
     header = ["request / step", "locust n", "p50 ms", "p95 ms", "p99 ms", "triton n", "triton avg ms",
               "queue ms", "compute ms", "executions", "avg batch"]
-    text = (f"Where the time goes: Locust's percentiles beside Triton's view of the same {result.seconds:.1f}s\n"
+    text = (f"Where the time goes: Locust's percentiles beside Triton's view of the same interval "
+            f"({result.seconds:.1f}s between Triton's snapshots)\n"
             "(triton avg ms: Triton's time per request, from arrival to response; queue and compute ms: per "
             "request in that step; avg batch: requests per execution the dynamic batcher formed)\n")
     return text + table(rows, header, right=tuple(range(1, 11)))
@@ -364,7 +371,7 @@ def format_counts(checks: Sequence[CountCheck], metrics_error: str = "", note: s
 CSV_COLUMNS = [
     "request_name", "model", "role", "requests", "failures", "avg_request_ms", "queue_ms", "compute_input_ms",
     "compute_infer_ms", "compute_output_ms", "compute_ms", "executions", "inferences", "avg_batch",
-    "metrics_success", "metrics_failure", "locust_requests", "locust_failures", "locust_p50_ms",
+    "metrics_success", "metrics_failure", "metrics_inferences", "metrics_executions", "locust_requests", "locust_failures", "locust_p50_ms",
     "locust_p95_ms", "locust_p99_ms",
 ]
 
