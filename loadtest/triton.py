@@ -165,16 +165,16 @@ class TritonView:
     def models(self) -> List[str]:
         return [name for layout in self.layouts for name in [layout.model, *[s for _, s in layout.steps]]]
 
+    def _read_one(self, name: str) -> StepStats:
+        response = self._client.get_inference_statistics(name, as_json=True, client_timeout=self.timeout)
+        total = StepStats()
+        for entry in response.get("model_stats", []):  # one entry per version
+            one = StepStats.from_json(entry)
+            total = StepStats(**{k: getattr(total, k) + getattr(one, k) for k in asdict(total)})
+        return total
+
     def read_stats(self) -> Dict[str, StepStats]:
-        found: Dict[str, StepStats] = {}
-        for name in self.models:
-            response = self._client.get_inference_statistics(name, as_json=True, client_timeout=self.timeout)
-            total = StepStats()
-            for entry in response.get("model_stats", []):
-                one = StepStats.from_json(entry)
-                total = StepStats(**{k: getattr(total, k) + getattr(one, k) for k in asdict(total)})
-            found[name] = total
-        return found
+        return {name: self._read_one(name) for name in self.models}
 
     def snapshot(self) -> Snapshot:
         """The statistics API (slow: a call per model), then the metrics endpoint (one read)."""
@@ -346,17 +346,28 @@ def count_checks(result: Breakdown) -> List[CountCheck]:
     return checks
 
 
-def format_counts(checks: Sequence[CountCheck], metrics_error: str = "", note: str = "") -> str:
+def format_counts(checks: Sequence[CountCheck], metrics_error: str = "", note: str = "",
+                  tolerance: int = 0) -> str:
+    """Locust's successes beside Triton's; ``tolerance``: a difference that is explained (warm-up)."""
+
+    def verdict(locust: int, triton: Optional[int]) -> str:
+        if triton is None:
+            return "not checked"
+        if locust == triton:
+            return "equal"
+        if abs(locust - triton) <= tolerance:
+            return f"{locust - triton:+d} (requests in flight at the reset)"
+        return f"DIFFERENT by {locust - triton:+d}"
+
     rows = []
     for check in checks:
         triton = "-" if check.triton_success is None else str(check.triton_success)
-        verdict = {None: "not checked", True: "equal", False: "DIFFERENT"}[check.equal]
-        rows.append([check.request_name, str(check.locust_success), triton, verdict])
-    locust_total = sum(c.locust_success for c in checks)
-    if all(c.triton_success is not None for c in checks) and checks:
+        rows.append([check.request_name, str(check.locust_success), triton,
+                     verdict(check.locust_success, check.triton_success)])
+    if checks and all(c.triton_success is not None for c in checks):
+        locust_total = sum(c.locust_success for c in checks)
         triton_total = sum(c.triton_success or 0 for c in checks)
-        rows.append(["total", str(locust_total), str(triton_total),
-                     "equal" if locust_total == triton_total else "DIFFERENT"])
+        rows.append(["total", str(locust_total), str(triton_total), verdict(locust_total, triton_total)])
     text = ("Successful requests: Locust's count beside Triton's nv_inference_request_success "
             "(metrics endpoint, same interval)\n")
     text += table(rows, ["request", "locust", "triton", ""], right=(1, 2))

@@ -24,6 +24,7 @@ import grpc.experimental.gevent as grpc_gevent
 grpc_gevent.init_gevent()
 
 from locust import User, between, constant, constant_throughput, task  # noqa: E402
+from locust.user.task import LOCUST_STATE_STOPPING  # noqa: E402
 
 from tritonize import protocol  # noqa: E402
 from tritonize.client import Client, RetryPolicy  # noqa: E402
@@ -64,6 +65,20 @@ class TritonizeUser(User):
         if self.client is not None:
             self.client.close()
             self.client = None
+
+    def stop(self, force: bool = False) -> bool:
+        """Stop gracefully, also while waiting: never kill a user that may be about to call.
+
+        Locust kills a waiting user at once; but a kill lands a moment later, and a
+        user whose wait just ended may by then have sent its next request, which
+        Triton serves and Locust never records. Here a waiting user is only marked
+        as stopping: it leaves when its wait ends, before calling again. A running
+        call finishes (within its deadline, ``--timeout``) and is recorded.
+        """
+        if force or self._state is None:  # not started yet: nothing can be in flight
+            return bool(super().stop(force=True))
+        self._state = LOCUST_STATE_STOPPING
+        return False
 
     def call(self, model: str, sample: Sample) -> Any:  # pragma: no cover - overridden
         raise NotImplementedError
