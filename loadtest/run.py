@@ -198,22 +198,30 @@ class LoadTest:
             before = self._snapshot(view) if options.warmup == 0 else None
             gevent.spawn(self.runner.start, options.users, options.spawn_rate)
             started = time.monotonic()
+            end = started + options.run_time  # moved when the warm-up ends: the measured part is run-time - warm-up
             every = options.progress_every or min(30.0, max(2.0, options.run_time / 10))
             next_progress = every
             measuring = options.warmup == 0
             try:
                 while True:
-                    elapsed = time.monotonic() - started
+                    now = time.monotonic()
+                    elapsed = now - started
                     if not measuring and elapsed >= options.warmup:
-                        # Triton's counters first (the metrics endpoint is read last), then at once,
-                        # with no I/O in between, Locust's reset: the two sides start together.
+                        if view is not None:
+                            view.wake()
                         read = time.monotonic()
+                        # Triton's counters (the metrics endpoint is read last), then at once, with
+                        # no I/O in between, Locust's reset: both sides start counting together.
                         before = self._snapshot(view)
                         self._reset()
                         measuring = True
-                        printer.progress(f"[{elapsed:5.0f}s] warm-up over: Triton's counters read "
-                                         f"({time.monotonic() - read:.2f}s), Locust's stats reset; measuring")
-                    if elapsed >= options.run_time:
+                        end = time.monotonic() + options.measured_seconds
+                        next_progress = time.monotonic() - started + every
+                        printer.progress(f"[{time.monotonic() - started:5.0f}s] warm-up over: Triton's counters "
+                                         f"read ({time.monotonic() - read:.2f}s), Locust's stats reset; measuring "
+                                         f"for {_seconds(options.measured_seconds)}")
+                        continue
+                    if measuring and now >= end:
                         break
                     if elapsed >= next_progress:
                         self._progress(elapsed, measuring)
@@ -247,8 +255,8 @@ class LoadTest:
         options, printer, stats = self.options, self.printer, self.runner.stats
         total = stats.total
         span = (total.last_request_timestamp or total.start_time) - total.start_time
-        interval = (f"after a {_seconds(options.warmup)} warm-up, over {span:.1f}s" if options.warmup
-                    else f"whole run, {span:.1f}s")
+        interval = (f"after a {_seconds(options.warmup)} warm-up: {span:.1f}s from the reset to the last response"
+                    if options.warmup else f"whole run: {span:.1f}s from the start to the last response")
         names = [name for name, _ in stats.entries] + ["Aggregated"]
         locust.stats.STATS_AUTORESIZE = False
         locust.stats.STATS_NAME_WIDTH = max(len(n) for n in names) + 12  # Locust pads to 80 by default

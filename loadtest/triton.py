@@ -174,7 +174,27 @@ class TritonView:
         return total
 
     def read_stats(self) -> Dict[str, StepStats]:
-        return {name: self._read_one(name) for name in self.models}
+        """Every model's counters from one call (all models at one moment, one round trip)."""
+        response = self._client.get_inference_statistics("", as_json=True, client_timeout=self.timeout)
+        found: Dict[str, StepStats] = {}
+        for entry in response.get("model_stats", []):  # one entry per model version
+            name = str(entry.get("name", ""))
+            one = StepStats.from_json(entry)
+            if name in found:
+                one = StepStats(**{k: getattr(found[name], k) + getattr(one, k) for k in asdict(one)})
+            found[name] = one
+        for name in self.models:  # a server that answers only per model
+            if name not in found:
+                found[name] = self._read_one(name)
+        return {name: found[name] for name in self.models}
+
+    def wake(self) -> None:
+        """One cheap call first: under gevent, the first call on a channel that sat idle
+        during the warm-up can take seconds; the snapshot right after is then quick."""
+        try:
+            self._client.is_server_live(client_timeout=self.timeout)
+        except Exception:  # noqa: BLE001 - the snapshot reports what is wrong
+            pass
 
     def snapshot(self) -> Snapshot:
         """The statistics API (slow: a call per model), then the metrics endpoint (one read)."""
