@@ -145,15 +145,15 @@ class LoadTest:
             self.printer.progress(f"warning: cannot read Triton's statistics from {self.plan.host}: {exc}")
             return None
 
-    def _progress(self, elapsed: float, measuring: bool) -> None:
+    def _progress(self, elapsed: float, left: float, measuring: bool) -> None:
         stats = self.runner.stats.total
-        phase = "measuring" if measuring else "warm-up"
+        phase = f"measuring, {max(0.0, left):.0f}s left" if measuring else f"warm-up, {max(0.0, left):.0f}s left"
         workers = f", {len(self.runner.clients.ready) + len(self.runner.clients.running)} workers" if isinstance(
             self.runner, MasterRunner) else ""
         p50 = stats.get_response_time_percentile(0.5) if stats.num_requests else 0
         p95 = stats.get_response_time_percentile(0.95) if stats.num_requests else 0
         self.printer.progress(
-            f"[{elapsed:5.0f}s/{self.options.run_time:g}s {phase}] {self.runner.user_count} users{workers}, "
+            f"[{elapsed:5.0f}s {phase}] {self.runner.user_count} users{workers}, "
             f"{stats.num_requests} requests, {stats.total_rps:.1f} req/s, p50 {p50:g} ms, p95 {p95:g} ms, "
             f"{stats.num_failures} failures"
         )
@@ -224,7 +224,7 @@ class LoadTest:
                     if measuring and now >= end:
                         break
                     if elapsed >= next_progress:
-                        self._progress(elapsed, measuring)
+                        self._progress(elapsed, (end - now) if measuring else (options.warmup - elapsed), measuring)
                         next_progress += every
                     gevent.sleep(0.1)
             except KeyboardInterrupt:
