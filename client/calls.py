@@ -160,7 +160,9 @@ def answer(
     _positive("max_answer_len", max_answer_len)
     questions, contexts = as_batch(question, "question"), as_batch(context, "context")
     if isinstance(question, str) and not isinstance(context, str):
-        questions = questions * len(contexts)
+        questions = questions * len(contexts)  # one question over several contexts
+    if isinstance(context, str) and not isinstance(question, str):
+        contexts = contexts * len(questions)  # several questions about one context
     if len(questions) != len(contexts):
         raise InvalidInput(
             f"question and context must be lists of the same length: {len(questions)} vs {len(contexts)}"

@@ -208,7 +208,8 @@ class Client:
 
         One question and one context give one ``Answer`` (a list of ``top_k``
         answers when ``top_k > 1``); lists of questions and contexts (or one
-        question for several contexts) give one such result per pair. Long
+        question for several contexts, or several questions about one context)
+        give one such result per pair. Long
         contexts are split into windows on the server: every window is scored.
         """
         plan = calls.answer(

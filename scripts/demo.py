@@ -67,7 +67,8 @@ DOCUMENT = (
 QUESTIONS = [
     "Which merchant was the order placed with?",
     "How much was refunded?",
-    "When was the refund issued?",
+    "On what date was the refund issued?",
+    "Where was the order shipped to?",
     "What is the customer's favourite colour?",
 ]
 
