@@ -53,6 +53,21 @@ class Served:
     server: object
 
 
+def serve_exports(repository: Path, exports: list, checkpoints: Dict[str, Path]) -> Iterator[Served]:
+    """Export every ``ExportOptions`` of ``exports`` into ``repository``, then serve it on a real tritonserver."""
+    from tritonize.deploy import LocalServer, free_port
+    from tritonize.exporters.export import export
+
+    log = io.StringIO()
+    for options in exports:
+        export(options, stream=log)
+    server = LocalServer(
+        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout=300,
+    )
+    with server:
+        yield Served(server.grpc_url, repository, dict(checkpoints), server)
+
+
 @pytest.fixture(scope="session")
 def classifier_checkpoints() -> Dict[str, Path]:
     return {name: tiny_classifier(name) for name in CLASSIFIERS}
@@ -61,25 +76,17 @@ def classifier_checkpoints() -> Dict[str, Path]:
 @pytest.fixture(scope="session")
 def served_classifiers(tmp_path_factory, classifier_checkpoints) -> Iterator[Served]:
     """Every tiny classifier exported into one repository and served by one tritonserver."""
-    from tritonize.deploy import LocalServer, free_port
-    from tritonize.exporters.export import ExportOptions, export
+    from tritonize.exporters.export import ExportOptions
 
     repository = tmp_path_factory.mktemp("classifiers") / "model_repository"
-    log = io.StringIO()
-    for name, checkpoint in classifier_checkpoints.items():
-        export(ExportOptions(str(checkpoint), "text-classification", name, repository), stream=log)
+    exports = [
+        ExportOptions(str(checkpoint), "text-classification", name, repository)
+        for name, checkpoint in classifier_checkpoints.items()
+    ]
     # a short max length, to check truncation against the pipeline's
-    export(
-        ExportOptions(str(classifier_checkpoints["bert-single"]), "text-classification",
-                      "bert-short", repository, max_length=16, max_batch_size=4),
-        stream=log,
-    )
-    server = LocalServer(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
-        ready_timeout=300,
-    )
-    with server:
-        yield Served(server.grpc_url, repository, dict(classifier_checkpoints), server)
+    exports.append(ExportOptions(str(classifier_checkpoints["bert-single"]), "text-classification",
+                                 "bert-short", repository, max_length=16, max_batch_size=4))
+    yield from serve_exports(repository, exports, classifier_checkpoints)
 
 
 def tiny_ner(arch: str) -> Path:
@@ -89,25 +96,18 @@ def tiny_ner(arch: str) -> Path:
 @pytest.fixture(scope="session")
 def served_ner(tmp_path_factory) -> Iterator[Served]:
     """A tiny NER model of every architecture, exported (default strategy: simple) and served."""
-    from tritonize.deploy import LocalServer, free_port
-    from tritonize.exporters.export import ExportOptions, export
+    from tritonize.exporters.export import ExportOptions
 
     repository = tmp_path_factory.mktemp("ner") / "model_repository"
     checkpoints = {arch: tiny_ner(arch) for arch in ARCHITECTURES}
-    log = io.StringIO()
-    for arch, checkpoint in checkpoints.items():
-        export(ExportOptions(str(checkpoint), "token-classification", f"ner-{arch}", repository), stream=log)
+    exports = [
+        ExportOptions(str(checkpoint), "token-classification", f"ner-{arch}", repository)
+        for arch, checkpoint in checkpoints.items()
+    ]
     # short windows, so that windowing is exercised on ordinary texts too
-    export(
-        ExportOptions(str(checkpoints["roberta"]), "token-classification", "ner-short", repository,
-                      max_length=24, task_options={"aggregation_strategy": "first", "stride": 6}),
-        stream=log,
-    )
-    server = LocalServer(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout=300,
-    )
-    with server:
-        yield Served(server.grpc_url, repository, checkpoints, server)
+    exports.append(ExportOptions(str(checkpoints["roberta"]), "token-classification", "ner-short", repository,
+                                 max_length=24, task_options={"aggregation_strategy": "first", "stride": 6}))
+    yield from serve_exports(repository, exports, checkpoints)
 
 
 def rampart_checkpoint() -> Path:
@@ -125,15 +125,12 @@ def rampart_checkpoint() -> Path:
 
 @pytest.fixture(scope="session")
 def served_rampart(tmp_path_factory) -> Iterator[Served]:
-    from tritonize.deploy import LocalServer, free_port
-    from tritonize.exporters.export import ExportOptions, export
+    from tritonize.exporters.export import ExportOptions
 
     checkpoint = rampart_checkpoint()
     repository = tmp_path_factory.mktemp("rampart") / "model_repository"
-    export(ExportOptions(str(checkpoint), "token-classification", "pii", repository), stream=io.StringIO())
-    server = LocalServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
-    with server:
-        yield Served(server.grpc_url, repository, {"pii": checkpoint}, server)
+    exports = [ExportOptions(str(checkpoint), "token-classification", "pii", repository)]
+    yield from serve_exports(repository, exports, {"pii": checkpoint})
 
 
 def tiny_qa(arch: str) -> Path:
@@ -143,22 +140,15 @@ def tiny_qa(arch: str) -> Path:
 @pytest.fixture(scope="session")
 def served_qa(tmp_path_factory) -> Iterator[Served]:
     """A tiny QA model of every architecture, exported with the pipeline's defaults, and served."""
-    from tritonize.deploy import LocalServer, free_port
-    from tritonize.exporters.export import ExportOptions, export
+    from tritonize.exporters.export import ExportOptions
 
     repository = tmp_path_factory.mktemp("qa") / "model_repository"
     checkpoints = {arch: tiny_qa(arch) for arch in ARCHITECTURES}
-    log = io.StringIO()
-    for arch, checkpoint in checkpoints.items():
-        export(ExportOptions(str(checkpoint), "question-answering", f"qa-{arch}", repository), stream=log)
+    exports = [
+        ExportOptions(str(checkpoint), "question-answering", f"qa-{arch}", repository)
+        for arch, checkpoint in checkpoints.items()
+    ]
     # small windows: every context spans many windows
-    export(
-        ExportOptions(str(checkpoints["bert"]), "question-answering", "qa-small-windows", repository,
-                      task_options={"max_seq_len": 48, "doc_stride": 16, "max_question_len": 16}),
-        stream=log,
-    )
-    server = LocalServer(
-        repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), ready_timeout=300,
-    )
-    with server:
-        yield Served(server.grpc_url, repository, checkpoints, server)
+    exports.append(ExportOptions(str(checkpoints["bert"]), "question-answering", "qa-small-windows", repository,
+                                 task_options={"max_seq_len": 48, "doc_stride": 16, "max_question_len": 16}))
+    yield from serve_exports(repository, exports, checkpoints)
