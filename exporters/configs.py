@@ -78,8 +78,50 @@ def model_config(
     return config
 
 
-def add_dynamic_batching(config: mc.ModelConfig, max_queue_delay_us: int = 0) -> None:
-    config.dynamic_batching.max_queue_delay_microseconds = max_queue_delay_us
+@dataclass(frozen=True)
+class QueuePolicy:
+    """How much a step may queue, and for how long (Triton's ``ModelQueuePolicy``).
+
+    A request past ``max_queue_size`` queued requests, or queued longer than
+    ``timeout_us`` (0: no timeout), is refused with UNAVAILABLE ("Exceeds
+    maximum queue size" / "Request timeout expired"), which the SDK retries
+    with backoff. ``allow_timeout_override`` lets a request's own timeout
+    parameter shorten it.
+    """
+
+    max_queue_size: int = 256
+    timeout_us: int = 0
+    allow_timeout_override: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_queue_size < 0 or self.timeout_us < 0:
+            raise ValueError("queue size and timeout must be >= 0")
+
+    def to_proto(self) -> mc.ModelQueuePolicy:
+        policy = mc.ModelQueuePolicy(
+            max_queue_size=self.max_queue_size,
+            allow_timeout_override=self.allow_timeout_override,
+        )
+        if self.timeout_us:
+            policy.timeout_action = mc.ModelQueuePolicy.REJECT
+            policy.default_timeout_microseconds = self.timeout_us
+        return policy
+
+
+@dataclass(frozen=True)
+class DynamicBatcher:
+    """Triton's ``dynamic_batching``: how long to wait for a batch, and the queue policy."""
+
+    max_queue_delay_us: int = 0
+    queue: QueuePolicy = QueuePolicy()
+
+    def apply(self, config: mc.ModelConfig) -> None:
+        config.dynamic_batching.max_queue_delay_microseconds = self.max_queue_delay_us
+        config.dynamic_batching.default_queue_policy.CopyFrom(self.queue.to_proto())
+
+
+def add_dynamic_batching(config: mc.ModelConfig, batcher: Optional[DynamicBatcher] = None) -> None:
+    (batcher or DynamicBatcher()).apply(config)
 
 
 def add_instances(config: mc.ModelConfig, count: int, kind: str = "KIND_CPU") -> None:

@@ -16,14 +16,17 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO
 import tritonize
 from tritonize import protocol
 from tritonize.exporters import configs, plugins
+from tritonize.exporters.backend import install_step
 from tritonize.exporters.checkpoint import ExportError, open_checkpoint
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.formats.base import FormatPlugin
 from tritonize.exporters.onnx_export import OnnxEncoder, build_encoder
-from tritonize.exporters.tasks.base import ExportSpec, TaskPlugin
+from tritonize.exporters.configs import DynamicBatcher, QueuePolicy
+from tritonize.exporters.tasks.base import DEFAULT_LIMITS, ExportSpec, RequestLimits, TaskPlugin
+
+DEFAULT_QUEUE = QueuePolicy()
 from tritonize.exporters.writer import RepositoryWriter, Staging
 
-BACKEND_CODE = Path(__file__).resolve().parent / "backend"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -38,6 +41,11 @@ class ExportOptions:
     instances: int = 1
     max_length: Optional[int] = None
     atol: float = 1e-4
+    max_text_chars: int = DEFAULT_LIMITS.max_text_chars
+    max_windows: int = DEFAULT_LIMITS.max_windows
+    max_batch_tokens: Optional[int] = None  # None: 8192 on CPU, 16384 on GPU
+    max_queue_size: int = DEFAULT_QUEUE.max_queue_size
+    queue_timeout_ms: float = 0.0
     task_options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +91,25 @@ def _check_options(options: ExportOptions) -> None:
         raise ExportError(f"--instances must be at least 1, got {options.instances}")
     if options.atol <= 0:
         raise ExportError(f"--atol must be positive, got {options.atol}")
+    for flag, value in (("--max-text-chars", options.max_text_chars), ("--max-windows", options.max_windows),
+                        ("--max-queue-size", options.max_queue_size), ("--queue-timeout-ms", options.queue_timeout_ms)):
+        if value < 0:
+            raise ExportError(f"{flag} must be 0 (no limit) or more, got {value}")
+    if options.max_batch_tokens is not None and options.max_batch_tokens < 0:
+        raise ExportError(f"--max-batch-tokens must be 0 (no budget) or more, got {options.max_batch_tokens}")
+
+
+def _serving(options: ExportOptions, max_length: int) -> tuple:
+    """The request limits and the steps' batcher of an export, checked against the model's max length."""
+    budget = options.max_batch_tokens
+    if budget and budget < max_length:
+        raise ExportError(
+            f"--max-batch-tokens {budget} is below the max length {max_length}: one full sequence must fit "
+            f"in a batch; give at least {max_length} (or 0 for no budget)"
+        )
+    limits = RequestLimits(options.max_text_chars, options.max_windows, budget)
+    queue = QueuePolicy(options.max_queue_size, int(options.queue_timeout_ms * 1000))
+    return limits, DynamicBatcher(queue=queue)
 
 
 def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder: OnnxEncoder,
@@ -98,7 +125,7 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
     backend_tokenizer.no_truncation()
     backend_tokenizer.no_padding()
     backend_tokenizer.save(str(version_dir / "tokenizer.json"))
-    shutil.copy2(BACKEND_CODE / task.tokenizer_source, version_dir / "model.py")
+    install_step(task.tokenizer_source, version_dir)
     outputs = task.tokenizer_outputs(spec, [ENCODER_INPUTS[n] for n in encoder.input_names])
     config = configs.model_config(
         name,
@@ -113,10 +140,12 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
             protocol.PARAM_PAD_TO_MULTIPLE_OF: str(fmt.pad_to_multiple_of),
             "tritonize.pad_token_id": str(spec.checkpoint.tokenizer.pad_token_id or 0),
             "tritonize.windows": "1" if task.windowed else "0",
+            "tritonize.max_text_chars": str(spec.limits.max_text_chars),
+            "tritonize.max_windows": str(spec.limits.max_windows if task.windowed else 0),
             **task.tokenizer_parameters(spec),
         },
     )
-    configs.add_dynamic_batching(config)
+    configs.add_dynamic_batching(config, spec.batcher)
     configs.add_instances(config, spec.instances)
     return config
 
@@ -124,7 +153,7 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
 def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: str) -> configs.mc.ModelConfig:
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(BACKEND_CODE / task.postprocess_source, version_dir / "model.py")
+    install_step(task.postprocess_source, version_dir)
     task.write_postprocess_files(spec, version_dir)
     config = configs.model_config(
         name,
@@ -138,7 +167,7 @@ def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name
             **task.postprocess_parameters(spec),
         },
     )
-    configs.add_dynamic_batching(config)
+    configs.add_dynamic_batching(config, spec.batcher)
     configs.add_instances(config, 1)
     return config
 
@@ -182,6 +211,8 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
             protocol.PARAM_VERSION: tritonize.__version__,
             protocol.PARAM_MAX_LENGTH: str(spec.max_length),
             "tritonize.backend": fmt.name,
+            protocol.PARAM_MAX_TEXT_CHARS: str(spec.limits.max_text_chars),
+            **({protocol.PARAM_MAX_WINDOWS: str(spec.limits.max_windows)} if task.windowed else {}),
             **task.ensemble_parameters(spec),
         },
     )
@@ -208,6 +239,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
         checkpoint = open_checkpoint(options.checkpoint)
         task.check_checkpoint(checkpoint)
         max_length = checkpoint.max_length(options.max_length)
+        limits, batcher = _serving(options, max_length)
         spec = ExportSpec(
             name=options.name,
             task=task.name,
@@ -216,6 +248,8 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
             instances=options.instances,
             max_length=max_length,
             windowed=task.windowed,
+            limits=limits,
+            batcher=batcher,
             options=task.options(checkpoint, {**options.task_options, "max_length": max_length}),
         )
 

@@ -31,6 +31,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _natural(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritonize",
@@ -54,6 +61,20 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="truncate at this many tokens (default: the model's maximum)")
     export.add_argument("--atol", type=float, default=1e-4,
                         help="largest accepted |ONNX - PyTorch| on the validation texts (default 1e-4)")
+    limits = export.add_argument_group("limits and queues (past a limit a request is refused with INVALID_ARG)")
+    limits.add_argument("--max-text-chars", type=_natural, default=100_000,
+                        help="characters per text (question and context alike); 0: no limit (default 100000)")
+    limits.add_argument("--max-windows", type=_natural, default=256,
+                        help="token-classification and question-answering: windows per text or per pair; "
+                             "0: no limit (default 256)")
+    limits.add_argument("--max-batch-tokens", type=_natural, default=None,
+                        help="padded tokens per encoder run; rows are sorted by length and cut into sub-batches "
+                             "of at most this many (default: 8192 on a CPU, 16384 on a GPU; 0: no budget)")
+    limits.add_argument("--max-queue-size", type=_natural, default=256,
+                        help="requests each step may queue; past it a request is refused with UNAVAILABLE, "
+                             "which the SDK retries (default 256; 0: unbounded)")
+    limits.add_argument("--queue-timeout-ms", type=float, default=0.0,
+                        help="a request queued longer than this at a step is refused (default 0: no timeout)")
     ner = export.add_argument_group("token-classification")
     ner.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
                      help="default entity aggregation, as the pipeline's (default: simple); "
@@ -197,6 +218,11 @@ def _export(args: argparse.Namespace) -> int:
         instances=args.instances,
         max_length=args.max_length,
         atol=args.atol,
+        max_text_chars=args.max_text_chars,
+        max_windows=args.max_windows,
+        max_batch_tokens=args.max_batch_tokens,
+        max_queue_size=args.max_queue_size,
+        queue_timeout_ms=args.queue_timeout_ms,
         task_options={
             key: value
             for key, value in (

@@ -69,6 +69,8 @@ PARAM_DOC_STRIDE = "tritonize.doc_stride"
 PARAM_MAX_QUESTION_LEN = "tritonize.max_question_len"
 PARAM_MAX_ANSWER_LEN = "tritonize.max_answer_len"
 PARAM_PAD_TO_MULTIPLE_OF = "tritonize.pad_to_multiple_of"
+PARAM_MAX_TEXT_CHARS = "tritonize.max_text_chars"  # characters per text; 0: no limit
+PARAM_MAX_WINDOWS = "tritonize.max_windows"  # windows per text (NER) or pair (QA); 0: no limit
 PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
 PARAM_VERSION = "tritonize.version"
 

@@ -1,8 +1,24 @@
 """Python-backend model code that the exporter copies into a repository.
 
-Each file here becomes ``<model>/1/model.py``. They are self-contained: they
-import only numpy, the Triton Python-backend utilities and their own runtime
-(tokenizers, onnxruntime), and read everything else from their own
-``config.pbtxt``, so a repository runs in any tritonserver with the Python
-backend, not only next to this package.
+Each step file here becomes ``<model>/1/model.py``, and ``tritonize_step.py``
+(what every step shares: parameters, string inputs, error codes) is copied
+beside it. They import only numpy, the Triton Python-backend utilities and
+their own runtime (tokenizers, onnxruntime), and read everything else from
+their own ``config.pbtxt``, so a repository runs in any tritonserver with the
+Python backend, not only next to this package.
 """
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+CODE = Path(__file__).resolve().parent
+SHARED = "tritonize_step.py"
+
+
+def install_step(source: str, version_dir: Path) -> None:
+    """Copy step ``source`` as ``version_dir/model.py``, with the shared module beside it."""
+    version_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(CODE / source, version_dir / "model.py")
+    shutil.copy2(CODE / SHARED, version_dir / SHARED)

@@ -1,41 +1,96 @@
-"""Encoder step: an ONNX Runtime session inside the Python backend.
+"""Encoder step: ONNX Runtime inside the Python backend, behind a token-budget scheduler.
 
-The dynamic batcher hands over requests whose token tensors may differ in
-length (the inputs allow ragged batches). Their sequences are right-padded to
-the longest one, run as one batch, and split back; per-token outputs are cut
-to each request's own length, so a request gets exactly what it would get
-alone. A request may carry several windows per text (long texts): they are
-rows of the same batch, so one long text does not stall the others.
+Every request holds ``[texts, tokens]`` or ``[texts, windows, tokens]``; each
+sequence with a non-empty attention mask is a *row*. ``execute`` checks each
+request on its own (ids inside the vocabulary, lengths inside the position
+limit, shapes that agree: else INVALID_ARG for that request alone) and hands
+its rows to one scheduler thread, which answers through the request's
+response sender as soon as all of its rows are done.
+
+The scheduler works as TEI's ``--max-batch-tokens`` does. Each step it takes
+rows from the pending requests, fewest rows left first (the oldest request
+always gets a share, so nothing starves), up to ``max_batch_tokens`` real
+tokens; sorts them by true length; and runs them as sub-batches of at most
+``max_batch_tokens`` *padded* tokens, each padded only to its own longest
+row. So the memory of one ONNX Runtime run is bounded by the budget, never
+by the request; a long text does not pad everyone else; and a short request
+that arrives while a 1,000-window text is being computed is answered after
+one step, not after the whole text.
+
+Pending work is bounded too (``4 x max_batch_tokens`` tokens): past it,
+``execute`` waits, Triton's queue fills, and its queue policy refuses new
+requests (UNAVAILABLE, which the SDK retries with backoff).
 """
 
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from tritonize_step import RequestError, error_for, int_param, internal, param
 
-def _param(config, key, default=None):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value is None else value
+DEFAULT_MAX_BATCH_TOKENS = {"CPU": 8192, "GPU": 16384}
+
+
+class Job:
+    """One request: its live rows, their true lengths, and the outputs being filled in."""
+
+    def __init__(self, request, arrays, shape, rows, lengths, outputs):
+        self.sender = request.get_response_sender()
+        self.arrays = arrays  # name -> [rows_total, width]
+        self.shape = shape  # the request's own shape, e.g. [texts, windows, tokens]
+        self.rows = rows  # indices (into rows_total) of the rows to compute
+        self.lengths = lengths  # true length of each of those rows
+        self.outputs = outputs  # name -> zeros [rows_total(, width), ...]
+        self.cursor = 0  # rows handed to the scheduler so far
+        self.done = 0  # rows computed so far
+        self.failed = False
+        self.sent = False
+        self.arrived = time.monotonic()
+
+    @property
+    def tokens_left(self):
+        return int(self.lengths[self.cursor :].sum())
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.name = args["model_name"]
         # Triton tensor name -> ONNX tensor name
-        self.input_map = json.loads(_param(config, "tritonize.encoder_inputs"))
-        self.output_map = json.loads(_param(config, "tritonize.encoder_outputs"))
-        self.pad_values = {"INPUT_IDS": int(_param(config, "tritonize.pad_token_id", "0"))}
+        self.input_map = json.loads(param(config, "tritonize.encoder_inputs"))
+        self.output_map = json.loads(param(config, "tritonize.encoder_outputs"))
+        self.pad_id = int_param(config, "tritonize.pad_token_id", 0)
+        self.vocab_size = int_param(config, "tritonize.vocab_size", 0)
+        self.type_vocab_size = int_param(config, "tritonize.type_vocab_size", 0)
+        self.max_positions = int_param(config, "tritonize.max_positions", 0)
+        self.max_rows = int_param(config, "tritonize.max_rows", 0)
+        kind = "GPU" if args.get("model_instance_kind") == "GPU" else "CPU"
+        budget = param(config, "tritonize.max_batch_tokens", "auto")
+        self.budget = DEFAULT_MAX_BATCH_TOKENS[kind] if budget in ("", "auto") else int(budget)
+        if self.budget <= 0:  # no budget: everything pending runs as one batch (for comparison only)
+            self.budget = 1 << 62
+        self.rank = len(config["input"][0]["dims"]) + 1  # with the batch dimension
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int(_param(config, "tritonize.intra_op_threads", "0"))
+        threads = int_param(config, "tritonize.intra_op_threads", 0)
         if threads > 0:
             options.intra_op_num_threads = threads
+        # Shapes change with every batch: memory patterns would be planned (and kept) per shape,
+        # and the arena keeps the largest run's buffers for good; both off keep the RSS flat
+        # at no cost in speed (benchmarks/encoder_memory.py). "tritonize.ort_defaults" = "1"
+        # restores ONNX Runtime's defaults.
+        ort_defaults = param(config, "tritonize.ort_defaults", "0") == "1"
+        options.enable_mem_pattern = ort_defaults
+        options.enable_cpu_mem_arena = ort_defaults
         providers = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if kind == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
             device = int(args.get("model_instance_device_id", 0))
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(
@@ -51,61 +106,227 @@ class TritonPythonModel:
             per_token = len(shape) >= 2 and not isinstance(shape[1], int)
             tail = shape[2:] if per_token else shape[1:]
             self.layout[output.name] = (per_token, tuple(d if isinstance(d, int) else 0 for d in tail))
+        self.tails = {}  # ONNX output -> trailing dims learned from the first run
 
+        self.pending = []  # jobs with rows not yet computed, in arrival order
+        self.pending_tokens = 0
+        self.max_pending_tokens = 4 * self.budget
+        self.lock = threading.Condition()
+        self.stopping = False
+        self.worker = threading.Thread(target=self._loop, name=f"{self.name}-scheduler", daemon=True)
+        self.worker.start()
+
+    # -- requests -------------------------------------------------------------------------
     def execute(self, requests):
-        # Each request holds [texts, tokens] or [texts, windows, tokens]; every
-        # sequence becomes one row of a single ORT batch, except padded windows
-        # (all-zero attention mask), which are not computed at all.
-        rows_per_request, shapes, lengths = [], [], []
-        feed_parts = {name: [] for name in self.input_map}
         for request in requests:
-            arrays = {
-                name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                for name in self.input_map
-            }
-            shape = arrays["ATTENTION_MASK"].shape
-            length = shape[-1]
-            flat = {name: a.reshape(-1, length) for name, a in arrays.items()}
-            live = np.flatnonzero(flat["ATTENTION_MASK"].any(axis=1))
-            rows_per_request.append(live)
-            shapes.append(shape)
-            lengths.append(length)
-            for name in self.input_map:
-                feed_parts[name].append(flat[name][live])
-        longest = max(lengths)
+            try:
+                job = self._job(request)
+            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+                request.get_response_sender().send(
+                    pb_utils.InferenceResponse(error=error_for(self.name, exc)),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
+                continue
+            if not len(job.rows):  # only empty windows: nothing to compute
+                self._finish(job)
+                continue
+            tokens = int(job.lengths.sum())
+            with self.lock:
+                # back-pressure: wait while the scheduler has enough work (a lone big job always enters)
+                while self.pending and self.pending_tokens + tokens > self.max_pending_tokens and not self.stopping:
+                    self.lock.wait()
+                self.pending.append(job)
+                self.pending_tokens += tokens
+                self.lock.notify_all()
+        return None
+
+    def _input(self, request, name):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            raise RequestError(f"input '{name}' is missing")
+        return tensor.as_numpy()
+
+    def _job(self, request):
+        arrays = {name: self._input(request, name) for name in self.input_map}
+        shape = arrays["ATTENTION_MASK"].shape
+        for name, array in arrays.items():
+            if array.shape != shape:
+                raise RequestError(
+                    f"inputs 'ATTENTION_MASK' {list(shape)} and '{name}' {list(array.shape)} must have the same shape"
+                )
+        if len(shape) != self.rank:
+            raise RequestError(f"input 'ATTENTION_MASK' has shape {list(shape)}; expected {self.rank} dimensions")
+        width = shape[-1]
+        if width == 0:
+            raise RequestError(
+                f"input 'INPUT_IDS' has shape {list(shape)}: no tokens; send at least one token per sequence"
+            )
+        if self.max_positions and width > self.max_positions:
+            raise RequestError(
+                f"input 'INPUT_IDS' has {width} tokens per sequence; this encoder takes at most "
+                f"{self.max_positions} (the model's max length)"
+            )
+        flat = {name: a.reshape(-1, width) for name, a in arrays.items()}
+        mask = flat["ATTENTION_MASK"]
+        if mask.size and ((mask != 0) & (mask != 1)).any():
+            raise RequestError("input 'ATTENTION_MASK' must hold only 0 and 1")
+        self._check_range(flat["INPUT_IDS"], "INPUT_IDS", self.vocab_size, "vocabulary size")
+        if "TOKEN_TYPE_IDS" in flat:
+            self._check_range(flat["TOKEN_TYPE_IDS"], "TOKEN_TYPE_IDS", self.type_vocab_size, "type vocabulary size")
+        live = mask.any(axis=1)
+        rows = np.flatnonzero(live)
+        if self.max_rows and len(rows) > self.max_rows:
+            raise RequestError(
+                f"the request holds {len(rows)} sequences; this encoder takes at most {self.max_rows} per request"
+            )
+        # true length: up to the last attended token (right padding)
+        lengths = (width - np.argmax(mask[rows, ::-1] != 0, axis=1)).astype(np.int64)
+        total = mask.shape[0]
+        outputs = {}
+        for onnx_name in self.output_map.values():
+            per_token, tail = self.layout[onnx_name]
+            tail = self.tails.get(onnx_name, tail)
+            outputs[onnx_name] = np.zeros((total,) + ((width,) if per_token else ()) + tail, dtype=np.float32)
+        return Job(request, flat, shape, rows, lengths, outputs)
+
+    @staticmethod
+    def _check_range(ids, name, limit, what):
+        if not ids.size:
+            return
+        bad = (ids < 0) | (ids >= limit) if limit else ids < 0
+        if bad.any():
+            row, column = (int(i) for i in np.argwhere(bad)[0])
+            bound = f"[0, {limit})" if limit else ">= 0"
+            raise RequestError(
+                f"input '{name}' holds {int(ids[row, column])} at sequence {row}, position {column}; "
+                f"ids must be in {bound} (the model's {what})"
+            )
+
+    # -- the scheduler --------------------------------------------------------------------
+    def _loop(self):
+        while True:
+            with self.lock:
+                while not self.pending and not self.stopping:
+                    self.lock.wait()
+                if not self.pending:
+                    return
+                picked = self._pick()
+                if not picked:  # every pending row is in flight elsewhere: should not happen, never spin
+                    self.lock.wait(0.05)
+                    continue
+            for group in self._groups(picked):
+                try:
+                    self._run(group)
+                except Exception as exc:  # noqa: BLE001 - the scheduler never dies
+                    for job in {id(job): job for job, _ in group}.values():
+                        self._fail(job, exc)
+
+    def _pick(self):
+        """Rows for one step: fewest tokens left first, the oldest request always gets a share."""
+        picked, tokens = [], 0
+        order = sorted((j for j in self.pending if j.cursor < len(j.rows)), key=lambda j: (j.tokens_left, j.arrived))
+        oldest = min(order, key=lambda j: j.arrived) if order else None
+
+        def take(job, limit):
+            nonlocal tokens
+            while job.cursor < len(job.rows) and (tokens < limit or not picked):
+                picked.append((job, job.cursor))
+                tokens += int(job.lengths[job.cursor])
+                job.cursor += 1
+
+        if oldest is not None and len(order) > 1:
+            take(oldest, self.budget // 2)
+        for job in order:
+            if tokens >= self.budget:
+                break
+            take(job, self.budget)
+        return picked
+
+    def _groups(self, picked):
+        """Sorted by length, cut into sub-batches of at most ``budget`` padded tokens."""
+        picked.sort(key=lambda item: int(item[0].lengths[item[1]]))
+        groups, current = [], []
+        for item in picked:
+            length = int(item[0].lengths[item[1]])  # the longest so far: rows come sorted
+            if current and (len(current) + 1) * length > self.budget:
+                groups.append(current)
+                current = []
+            current.append(item)
+        if current:
+            groups.append(current)
+        return groups
+
+    def _run(self, group):
+        longest = max(int(job.lengths[k]) for job, k in group)
         feed = {}
         for name, onnx_name in self.input_map.items():
-            pad = self.pad_values.get(name, 0)
-            parts = []
-            for part, length in zip(feed_parts[name], lengths):
-                part = part.astype(np.int64, copy=False)
-                if length < longest:
-                    part = np.pad(part, ((0, 0), (0, longest - length)), constant_values=pad)
-                parts.append(part)
-            feed[onnx_name] = np.concatenate(parts, axis=0)
-        onnx_outputs = list(self.output_map.values())
-        if feed[self.input_map["ATTENTION_MASK"]].shape[0]:
-            results = dict(zip(onnx_outputs, self.session.run(onnx_outputs, feed)))
-        else:  # only empty windows: nothing to compute
-            results = {name: None for name in onnx_outputs}
-        responses, start = [], 0
-        for live, shape, length in zip(rows_per_request, shapes, lengths):
-            tensors = []
-            for name, onnx_name in self.output_map.items():
-                tensors.append(pb_utils.Tensor(name, self._rows(results[onnx_name], onnx_name, start, live, shape, length)))
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-            start += len(live)
-        return responses
+            pad = self.pad_id if name == "INPUT_IDS" else 0
+            batch = np.full((len(group), longest), pad, dtype=np.int64)
+            for i, (job, k) in enumerate(group):
+                n = int(job.lengths[k])
+                batch[i, :n] = job.arrays[name][job.rows[k], :n]
+            feed[onnx_name] = batch
+        names = list(self.output_map.values())
+        try:
+            results = dict(zip(names, self.session.run(names, feed)))
+        except Exception as exc:  # noqa: BLE001 - fail the requests of this group, keep serving
+            for job in {id(job): job for job, _ in group}.values():
+                self._fail(job, exc)
+            return
+        for i, (job, k) in enumerate(group):
+            if job.failed or job.sent:
+                continue
+            row, n = job.rows[k], int(job.lengths[k])
+            for onnx_name, result in results.items():
+                per_token, _ = self.layout[onnx_name]
+                out = job.outputs[onnx_name]
+                if out.shape[1 + int(per_token):] != result.shape[2 if per_token else 1 :]:
+                    out = self._grow(job, onnx_name, result)
+                if per_token:
+                    out[row, :n] = result[i, :n]
+                else:
+                    out[row] = result[i]
+            job.done += 1
+            if job.done == len(job.rows):
+                self._finish(job)
 
-    def _rows(self, result, onnx_name, start, live, shape, length):
-        """This request's outputs, reshaped to its own [texts(, windows)(, tokens), ...]."""
-        per_token, tail = self.layout[onnx_name]
-        rows = int(np.prod(shape[:-1]))
-        if result is None:
-            return np.zeros(tuple(shape[:-1]) + ((length,) if per_token else ()) + tail, dtype=np.float32)
-        mine = result[start : start + len(live)]
-        if per_token:
-            mine = mine[:, :length]
-        out = np.zeros((rows,) + mine.shape[1:], dtype=np.float32)
-        out[live] = mine
-        return out.reshape(tuple(shape[:-1]) + mine.shape[1:])
+    def _grow(self, job, onnx_name, result):
+        """Outputs whose trailing dims the graph leaves symbolic: learn them from the first run."""
+        per_token, _ = self.layout[onnx_name]
+        tail = tuple(result.shape[2 if per_token else 1 :])
+        self.tails[onnx_name] = tail
+        old = job.outputs[onnx_name]
+        job.outputs[onnx_name] = np.zeros(old.shape[: 1 + int(per_token)] + tail, dtype=np.float32)
+        return job.outputs[onnx_name]
+
+    def _finish(self, job):
+        tensors = []
+        for name, onnx_name in self.output_map.items():
+            out = job.outputs[onnx_name]
+            tensors.append(pb_utils.Tensor(name, out.reshape(tuple(job.shape[:-1]) + out.shape[1:])))
+        self._send(job, pb_utils.InferenceResponse(output_tensors=tensors))
+
+    def _fail(self, job, exc):
+        if job.sent:
+            return
+        job.failed = True
+        self._send(job, pb_utils.InferenceResponse(error=internal(self.name, exc)))
+
+    def _send(self, job, response):
+        if job.sent:
+            return
+        job.sent = True
+        try:
+            job.sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        finally:
+            with self.lock:
+                if job in self.pending:
+                    self.pending.remove(job)
+                    self.pending_tokens -= int(job.lengths.sum())
+                self.lock.notify_all()
+
+    def finalize(self):
+        with self.lock:
+            self.stopping = True
+            self.lock.notify_all()
+        self.worker.join(timeout=30)

@@ -23,10 +23,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-
-def _param(config, key, default=None):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value is None else value
+from tritonize_step import RequestError, error_response, param, request_parameters, strings
 
 
 def decode_spans(start, end, topk, max_answer_len, undesired_tokens):
@@ -36,7 +33,7 @@ def decode_spans(start, end, topk, max_answer_len, undesired_tokens):
     scores_flat = candidates.flatten()
     if topk == 1:
         idx_sort = [np.argmax(scores_flat)]
-    elif len(scores_flat) < topk:
+    elif len(scores_flat) <= topk:  # the pipeline's `<` crashes argpartition (kth out of bounds) at `==`
         idx_sort = np.argsort(-scores_flat)
     else:
         idx = np.argpartition(-scores_flat, topk)[0:topk]
@@ -105,26 +102,27 @@ def _flag(value):
         return value
     if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
         return value.lower() in ("true", "1")
-    raise ValueError(f"request parameter handle_impossible_answer must be true or false, got {value!r}")
+    raise RequestError(f"request parameter handle_impossible_answer must be true or false, got {value!r}")
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        self.name = args["model_name"]
         self.defaults = {
-            "top_k": int(_param(config, "tritonize.top_k", "1")),
-            "max_answer_len": int(_param(config, "tritonize.max_answer_len", "15")),
-            "handle_impossible_answer": _param(config, "tritonize.handle_impossible_answer", "false") == "true",
+            "top_k": int(param(config, "tritonize.top_k", "1")),
+            "max_answer_len": int(param(config, "tritonize.max_answer_len", "15")),
+            "handle_impossible_answer": param(config, "tritonize.handle_impossible_answer", "false") == "true",
         }
 
     def _options(self, request):
-        given = json.loads(request.parameters() or "{}")
+        given = request_parameters(request)
         options = dict(self.defaults)
         for key in ("top_k", "max_answer_len"):
             if key in given:
                 value = given[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"request parameter {key} must be an integer >= 1, got {value!r}")
+                    raise RequestError(f"request parameter {key} must be an integer >= 1, got {value!r}")
                 options[key] = value
         if "handle_impossible_answer" in given:
             options["handle_impossible_answer"] = _flag(given["handle_impossible_answer"])
@@ -134,32 +132,34 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             try:
-                options = self._options(request)
-            except ValueError as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
-                continue
-            get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
-            contexts = [c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in get("CONTEXT").reshape(-1)]
-            starts, ends = get("START_LOGITS"), get("END_LOGITS")
-            masks, p_masks = get("ATTENTION_MASK"), get("P_MASK")
-            offsets, word_ids, sequence_ids = get("OFFSETS"), get("WORD_IDS"), get("SEQUENCE_IDS")
-            per_pair = []
-            for row, context in enumerate(contexts):
-                windows = []
-                for w in range(masks.shape[1]):
-                    n = int(masks[row, w].sum())
-                    if n == 0:
-                        continue  # a padded window
-                    windows.append((
-                        starts[row, w, :n].astype(np.float32), ends[row, w, :n].astype(np.float32),
-                        p_masks[row, w, :n], offsets[row, w, :n], word_ids[row, w, :n], sequence_ids[row, w, :n],
-                    ))
-                per_pair.append(answer_pair(
-                    context, windows, options["top_k"], options["handle_impossible_answer"],
-                    options["max_answer_len"],
-                ))
-            responses.append(self._response(per_pair))
+                responses.append(self._answers(request))
+            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+                responses.append(error_response(self.name, exc))
         return responses
+
+    def _answers(self, request):
+        options = self._options(request)
+        get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
+        contexts = strings(request, "CONTEXT")
+        starts, ends = get("START_LOGITS"), get("END_LOGITS")
+        masks, p_masks = get("ATTENTION_MASK"), get("P_MASK")
+        offsets, word_ids, sequence_ids = get("OFFSETS"), get("WORD_IDS"), get("SEQUENCE_IDS")
+        per_pair = []
+        for row, context in enumerate(contexts):
+            windows = []
+            for w in range(masks.shape[1]):
+                n = int(masks[row, w].sum())
+                if n == 0:
+                    continue  # a padded window
+                windows.append((
+                    starts[row, w, :n].astype(np.float32), ends[row, w, :n].astype(np.float32),
+                    p_masks[row, w, :n], offsets[row, w, :n], word_ids[row, w, :n], sequence_ids[row, w, :n],
+                ))
+            per_pair.append(answer_pair(
+                context, windows, options["top_k"], options["handle_impossible_answer"],
+                options["max_answer_len"],
+            ))
+        return self._response(per_pair)
 
     @staticmethod
     def _response(per_pair):

@@ -11,10 +11,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-
-def _param(config, key, default=None):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value is None else value
+from tritonize_step import error_response, param
 
 
 def softmax(logits):
@@ -29,33 +26,38 @@ def sigmoid(logits):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
+        self.name = args["model_name"]
         self.labels = np.array(
-            [label.encode("utf-8") for label in json.loads(_param(config, "tritonize.labels"))],
+            [label.encode("utf-8") for label in json.loads(param(config, "tritonize.labels"))],
             dtype=object,
         )
-        self.function = _param(config, "tritonize.function_to_apply", "softmax")
+        self.function = param(config, "tritonize.function_to_apply", "softmax")
         if self.function not in ("softmax", "sigmoid", "none"):
             raise ValueError(f"unknown tritonize.function_to_apply {self.function!r}")
 
     def execute(self, requests):
         responses = []
         for request in requests:
-            logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
-            if self.function == "softmax":
-                scores = softmax(logits)
-            elif self.function == "sigmoid":
-                scores = sigmoid(logits)
-            else:
-                scores = logits
-            order = np.argsort(-scores, axis=-1, kind="stable")
-            labels = self.labels[order]
-            sorted_scores = np.take_along_axis(scores, order, axis=-1).astype(np.float32)
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("LABELS", labels.astype(np.object_)),
-                        pb_utils.Tensor("SCORES", sorted_scores),
-                    ]
-                )
-            )
+            try:
+                responses.append(self._response(request))
+            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+                responses.append(error_response(self.name, exc))
         return responses
+
+    def _response(self, request):
+        logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
+        if self.function == "softmax":
+            scores = softmax(logits)
+        elif self.function == "sigmoid":
+            scores = sigmoid(logits)
+        else:
+            scores = logits
+        order = np.argsort(-scores, axis=-1, kind="stable")
+        labels = self.labels[order]
+        sorted_scores = np.take_along_axis(scores, order, axis=-1).astype(np.float32)
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("LABELS", labels.astype(np.object_)),
+                pb_utils.Tensor("SCORES", sorted_scores),
+            ]
+        )

@@ -29,12 +29,9 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
+from tritonize_step import RequestError, error_response, param, request_parameters, strings
+
 STRATEGIES = ("none", "simple", "first", "average", "max")
-
-
-def _param(config, key, default=None):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value is None else value
 
 
 def _tag(label):
@@ -182,47 +179,55 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.name = args["model_name"]
         tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
-        labels = json.loads(_param(config, "tritonize.labels"))
-        unk = _param(config, "tritonize.unk_token_id", "")
+        labels = json.loads(param(config, "tritonize.labels"))
+        unk = param(config, "tritonize.unk_token_id", "")
         self.decoder = EntityDecoder(tokenizer, labels, int(unk) if unk not in ("", "None") else None)
-        self.strategy = _param(config, "tritonize.aggregation_strategy", "simple")
-        self.ignore_labels = json.loads(_param(config, "tritonize.ignore_labels", '["O"]'))
+        self.strategy = param(config, "tritonize.aggregation_strategy", "simple")
+        self.ignore_labels = json.loads(param(config, "tritonize.ignore_labels", '["O"]'))
 
     def _options(self, request):
-        parameters = json.loads(request.parameters() or "{}")
+        parameters = request_parameters(request)
         strategy = parameters.get("aggregation_strategy", self.strategy)
         if strategy not in STRATEGIES:
-            raise ValueError(
+            raise RequestError(
                 f"request parameter aggregation_strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
             )
         ignore = parameters.get("ignore_labels")
-        ignore = self.ignore_labels if ignore is None else json.loads(ignore) if isinstance(ignore, str) else ignore
+        if isinstance(ignore, str):
+            try:
+                ignore = json.loads(ignore)
+            except ValueError:
+                raise RequestError(f"request parameter ignore_labels must be a JSON list of strings, got {ignore!r}") from None
+        ignore = self.ignore_labels if ignore is None else ignore
         if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
-            raise ValueError(f"request parameter ignore_labels must be a JSON list of strings, got {ignore!r}")
+            raise RequestError(f"request parameter ignore_labels must be a JSON list of strings, got {ignore!r}")
         return strategy, ignore
 
     def execute(self, requests):
         responses = []
         for request in requests:
             try:
-                strategy, ignore = self._options(request)
-            except (ValueError, TypeError) as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc))))
-                continue
-            get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
-            texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in get("TEXT").reshape(-1)]
-            ids, offsets, special, logits = get("INPUT_IDS"), get("OFFSETS"), get("SPECIAL_TOKENS_MASK"), get("LOGITS")
-            per_text = []
-            for row, text in enumerate(texts):
-                windows = [
-                    (ids[row, w], offsets[row, w], special[row, w], logits[row, w].astype(np.float32))
-                    for w in range(ids.shape[1])
-                    if not special[row, w].all()  # padded window, or a window of special tokens only
-                ]
-                per_text.append(self.decoder.entities(text, windows, strategy, ignore) if windows else [])
-            responses.append(self._response(per_text, strategy))
+                responses.append(self._entities(request))
+            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+                responses.append(error_response(self.name, exc))
         return responses
+
+    def _entities(self, request):
+        strategy, ignore = self._options(request)
+        get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
+        texts = strings(request, "TEXT")
+        ids, offsets, special, logits = get("INPUT_IDS"), get("OFFSETS"), get("SPECIAL_TOKENS_MASK"), get("LOGITS")
+        per_text = []
+        for row, text in enumerate(texts):
+            windows = [
+                (ids[row, w], offsets[row, w], special[row, w], logits[row, w].astype(np.float32))
+                for w in range(ids.shape[1])
+                if not special[row, w].all()  # padded window, or a window of special tokens only
+            ]
+            per_text.append(self.decoder.entities(text, windows, strategy, ignore) if windows else [])
+        return self._response(per_text, strategy)
 
     @staticmethod
     def _response(per_text, strategy):

@@ -1,11 +1,10 @@
 """Tokenizer step: TEXT (BYTES [1]) -> INPUT_IDS, ATTENTION_MASK[, TOKEN_TYPE_IDS, ...].
 
 The fast (Rust) tokenizer from ``tokenizer.json`` encodes every text of every
-request that the dynamic batcher hands over in one ``encode_batch`` call and
-pads to the longest sequence of the batch (right padding, which ORT's
-attention fusion assumes), not to the max length. Requests that land in
-different tokenizer batches may differ in length; the encoder step accepts
-ragged batches and pads them together.
+request that the dynamic batcher hands over in one ``encode_batch`` call.
+Each request's tensors are padded to its own longest sequence (right padding,
+which ORT's attention fusion assumes), never to the max length nor to another
+request's length: the encoder step schedules rows by their true length.
 
 Two layouts, chosen by the ``tritonize.windows`` parameter:
 
@@ -17,6 +16,10 @@ Two layouts, chosen by the ``tritonize.windows`` parameter:
   outputs are ``[texts, windows, tokens]`` and a padded window has an all-zero
   attention mask. Nothing is truncated. With windows, the step also emits the
   character offsets and the special-tokens mask that the postprocess needs.
+
+Limits, refused with INVALID_ARG before any model work, the request alone:
+``tritonize.max_text_chars`` characters per text and ``tritonize.max_windows``
+windows per text (0: no limit).
 """
 
 import json
@@ -26,34 +29,27 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-
-def _param(config, key, default=None):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value is None else value
+from tritonize_step import RequestError, error_response, int_param, param, strings
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.name = args["model_name"]
         self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
-        self.max_length = int(_param(config, "tritonize.max_length"))
-        self.pad_id = int(_param(config, "tritonize.pad_token_id", "0"))
-        self.windows = _param(config, "tritonize.windows", "0") == "1"
-        self.stride = int(_param(config, "tritonize.stride", "0"))
-        multiple = int(_param(config, "tritonize.pad_to_multiple_of", "0"))
+        self.max_length = int_param(config, "tritonize.max_length")
+        self.pad_id = int_param(config, "tritonize.pad_token_id", 0)
+        self.windows = param(config, "tritonize.windows", "0") == "1"
+        self.stride = int_param(config, "tritonize.stride", 0)
+        self.max_chars = int_param(config, "tritonize.max_text_chars", 0)
+        self.max_windows = int_param(config, "tritonize.max_windows", 0)
+        multiple = int_param(config, "tritonize.pad_to_multiple_of", 0)
         self.pad_to_multiple_of = multiple if multiple > 0 else None
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length, stride=self.stride)
         self.output_names = [output["name"] for output in config["output"]]
         self.text_input = config["input"][0]["name"]
-
-    def _texts(self, request):
-        array = pb_utils.get_input_tensor_by_name(request, self.text_input).as_numpy()
-        texts = []
-        for item in array.reshape(-1):
-            texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
-        return texts
 
     def _length(self, longest):
         if not self.pad_to_multiple_of:
@@ -67,27 +63,49 @@ class TritonPythonModel:
         batch, owners = [], []
         for index, request in enumerate(requests):
             try:
-                texts = self._texts(request)
-            except UnicodeDecodeError as exc:
-                responses[index] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"input '{self.text_input}' is not valid UTF-8: {exc}")
-                )
+                texts = strings(request, self.text_input, self.max_chars)
+            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+                responses[index] = error_response(self.name, exc)
                 continue
             owners.append((index, len(batch), len(texts)))
             batch.extend(texts)
         if not batch:
             return responses
-        encodings = self.tokenizer.encode_batch(batch)
+        try:
+            encodings = self.tokenizer.encode_batch(batch)
+        except Exception as exc:  # noqa: BLE001
+            for index, _, _ in owners:
+                responses[index] = error_response(self.name, exc)
+            return responses
         # one list of windows per text (a single window when nothing overflows)
         windows = [[e] + list(e.overflowing) if self.windows else [e] for e in encodings]
+        for index, start, size in owners:
+            try:
+                responses[index] = self._response(windows[start : start + size])
+            except Exception as exc:  # noqa: BLE001
+                responses[index] = error_response(self.name, exc)
+        return responses
+
+    def _response(self, windows):
+        """One request's tensors, padded to its own longest window."""
+        if not windows:
+            raise RequestError(f"input '{self.text_input}' holds no text; send at least one")
+        if self.max_windows:
+            for row, text_windows in enumerate(windows):
+                if len(text_windows) > self.max_windows:
+                    raise RequestError(
+                        f"input '{self.text_input}'[{row}] needs {len(text_windows)} windows of "
+                        f"{self.max_length} tokens; this model accepts at most {self.max_windows} per text "
+                        "(export option --max-windows)"
+                    )
         length = self._length(max(len(w.ids) for ws in windows for w in ws))
         count = max(len(ws) for ws in windows)
-        shape = (len(batch), count, length)
+        shape = (len(windows), count, length)
         ids = np.full(shape, self.pad_id, dtype=np.int64)
         mask = np.zeros(shape, dtype=np.int64)
         types = np.zeros(shape, dtype=np.int64)
         special = np.ones(shape, dtype=np.int64)
-        offsets = np.zeros(shape + (2,), dtype=np.int64)
+        offsets = np.zeros(shape + (2,), dtype=np.int64) if self.windows else None
         for row, text_windows in enumerate(windows):
             for column, window in enumerate(text_windows):
                 n = len(window.ids)
@@ -105,10 +123,7 @@ class TritonPythonModel:
             "OFFSETS": offsets,
         }
         if not self.windows:
-            arrays = {name: array[:, 0] for name, array in arrays.items()}
-        for index, start, size in owners:
-            tensors = [
-                pb_utils.Tensor(name, arrays[name][start : start + size]) for name in self.output_names
-            ]
-            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-        return responses
+            arrays = {name: None if array is None else array[:, 0] for name, array in arrays.items()}
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.output_names]
+        )

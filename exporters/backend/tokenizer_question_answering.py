@@ -5,13 +5,19 @@ encodes it with a fast tokenizer: question first, the context truncated
 ``only_second`` at ``max_seq_len`` with ``doc_stride`` tokens of overlap, so a
 long context becomes several windows and none of it is dropped. All pairs of
 all requests that the dynamic batcher hands over are encoded in one
-``encode_batch`` call.
+``encode_batch`` call; each request's tensors are padded to its own longest
+window only.
 
 Outputs are ``[pairs, windows, tokens]``; a padded window has an all-zero
 attention mask. Besides the encoder's inputs, the step emits what the
 postprocess needs to turn token spans back into character spans of the
 context: offsets, word ids, sequence ids, and ``P_MASK`` (1 = cannot be part
 of an answer: question, special tokens, padding; the CLS token stays 0).
+
+Refused with INVALID_ARG, the request alone and before any model work: an
+empty question or context (as the pipeline refuses them), a question longer
+than ``max_question_len`` tokens, a text over ``tritonize.max_text_chars``
+characters, a pair that needs more than ``tritonize.max_windows`` windows.
 """
 
 import json
@@ -21,27 +27,22 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-
-def _param(config, key, default=None):
-    value = config.get("parameters", {}).get(key, {}).get("string_value")
-    return default if value is None else value
-
-
-def _strings(request, name):
-    array = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-    return [item.decode("utf-8") if isinstance(item, bytes) else str(item) for item in array.reshape(-1)]
+from tritonize_step import RequestError, error_response, int_param, param, strings
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
+        self.name = args["model_name"]
         self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
-        self.max_seq_len = int(_param(config, "tritonize.max_length"))
-        self.doc_stride = int(_param(config, "tritonize.doc_stride"))
-        self.max_question_len = int(_param(config, "tritonize.max_question_len"))
-        self.pad_id = int(_param(config, "tritonize.pad_token_id", "0"))
-        cls = _param(config, "tritonize.cls_token_id", "")
+        self.max_seq_len = int_param(config, "tritonize.max_length")
+        self.doc_stride = int_param(config, "tritonize.doc_stride")
+        self.max_question_len = int_param(config, "tritonize.max_question_len")
+        self.pad_id = int_param(config, "tritonize.pad_token_id", 0)
+        self.max_chars = int_param(config, "tritonize.max_text_chars", 0)
+        self.max_windows = int_param(config, "tritonize.max_windows", 0)
+        cls = param(config, "tritonize.cls_token_id", "")
         self.cls_id = int(cls) if cls not in ("", "None") else None
         self.question_tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
         self.question_tokenizer.no_truncation()
@@ -52,38 +53,65 @@ class TritonPythonModel:
         )
         self.output_names = [output["name"] for output in config["output"]]
 
-    def _check(self, questions):
+    def _pairs(self, request):
+        questions = strings(request, "QUESTION", self.max_chars)
+        contexts = strings(request, "CONTEXT", self.max_chars)
+        if len(questions) != len(contexts):
+            raise RequestError(
+                f"inputs 'QUESTION' and 'CONTEXT' must hold as many texts: {len(questions)} vs {len(contexts)}"
+            )
+        if not questions:
+            raise RequestError("inputs 'QUESTION' and 'CONTEXT' hold no pair; send at least one")
+        for name, texts in (("QUESTION", questions), ("CONTEXT", contexts)):
+            for index, text in enumerate(texts):
+                if not text:
+                    raise RequestError(f"input '{name}'[{index}] is empty; a question and a context are required")
         lengths = [len(e.ids) for e in self.question_tokenizer.encode_batch(questions, add_special_tokens=False)]
         for index, length in enumerate(lengths):
             if length > self.max_question_len:
-                raise ValueError(
+                raise RequestError(
                     f"input 'QUESTION'[{index}] has {length} tokens; the limit is {self.max_question_len} "
                     "(export option --max-question-len)"
                 )
+        return list(zip(questions, contexts))
 
     def execute(self, requests):
         responses = [None] * len(requests)
         pairs, owners = [], []
         for index, request in enumerate(requests):
             try:
-                questions = _strings(request, "QUESTION")
-                contexts = _strings(request, "CONTEXT")
-                if len(questions) != len(contexts):
-                    raise ValueError(
-                        f"inputs 'QUESTION' and 'CONTEXT' must hold as many texts: {len(questions)} vs {len(contexts)}"
-                    )
-                self._check(questions)
-            except (ValueError, UnicodeDecodeError) as exc:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+                mine = self._pairs(request)
+            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+                responses[index] = error_response(self.name, exc)
                 continue
-            owners.append((index, len(pairs), len(questions)))
-            pairs.extend(zip(questions, contexts))
+            owners.append((index, len(pairs), len(mine)))
+            pairs.extend(mine)
         if not pairs:
             return responses
-        encodings = self.tokenizer.encode_batch(pairs)
+        try:
+            encodings = self.tokenizer.encode_batch(pairs)
+        except Exception as exc:  # noqa: BLE001
+            for index, _, _ in owners:
+                responses[index] = error_response(self.name, exc)
+            return responses
         windows = [[e] + list(e.overflowing) for e in encodings]
+        for index, start, size in owners:
+            try:
+                responses[index] = self._response(windows[start : start + size])
+            except Exception as exc:  # noqa: BLE001
+                responses[index] = error_response(self.name, exc)
+        return responses
+
+    def _response(self, windows):
+        if self.max_windows:
+            for row, pair_windows in enumerate(windows):
+                if len(pair_windows) > self.max_windows:
+                    raise RequestError(
+                        f"input 'CONTEXT'[{row}] needs {len(pair_windows)} windows of {self.max_seq_len} tokens; "
+                        f"this model accepts at most {self.max_windows} per pair (export option --max-windows)"
+                    )
         length = max(len(w.ids) for ws in windows for w in ws)
-        shape = (len(pairs), max(len(ws) for ws in windows), length)
+        shape = (len(windows), max(len(ws) for ws in windows), length)
         arrays = {
             "INPUT_IDS": np.full(shape, self.pad_id, dtype=np.int64),
             "ATTENTION_MASK": np.zeros(shape, dtype=np.int64),
@@ -108,7 +136,6 @@ class TritonPythonModel:
                 arrays["WORD_IDS"][row, column, :n] = [-1 if w is None else w for w in window.word_ids]
                 arrays["SEQUENCE_IDS"][row, column, :n] = sequence_ids
                 arrays["OFFSETS"][row, column, :n] = window.offsets
-        for index, start, size in owners:
-            tensors = [pb_utils.Tensor(name, arrays[name][start : start + size]) for name in self.output_names]
-            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-        return responses
+        return pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.output_names]
+        )

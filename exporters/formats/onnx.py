@@ -8,13 +8,11 @@ from typing import Mapping
 
 from tritonize import protocol
 from tritonize.exporters import configs
+from tritonize.exporters.backend import install_step
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.formats.base import ENCODER_INPUTS, EncoderStep, FormatPlugin
 from tritonize.exporters.onnx_export import OnnxEncoder
 from tritonize.exporters.tasks.base import ExportSpec
-
-BACKEND_CODE = Path(__file__).resolve().parent.parent / "backend"
-
 
 def _copy_onnx(encoder: OnnxEncoder, version_dir: Path) -> None:
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -31,6 +29,20 @@ def _common_parameters(spec: ExportSpec) -> dict:
         protocol.PARAM_TASK: spec.task,
         protocol.PARAM_ROLE: "encoder",
         "tritonize.pad_token_id": str(spec.checkpoint.tokenizer.pad_token_id or 0),
+    }
+
+
+def _limits(spec: ExportSpec) -> dict:
+    """What the encoder checks in every request, and its token budget."""
+    config = spec.checkpoint.config
+    windows = spec.limits.max_windows if spec.windowed else 1
+    budget = spec.limits.max_batch_tokens
+    return {
+        "tritonize.vocab_size": str(getattr(config, "vocab_size", 0) or 0),
+        "tritonize.type_vocab_size": str(getattr(config, "type_vocab_size", 0) or 0),
+        "tritonize.max_positions": str(spec.checkpoint.max_length()),
+        "tritonize.max_rows": str(spec.max_batch_size * windows if windows else 0),
+        "tritonize.max_batch_tokens": "auto" if budget is None else str(budget),
     }
 
 
@@ -60,14 +72,15 @@ class PythonOnnxRuntimeFormat(FormatPlugin):
             ],
             parameters={
                 **_common_parameters(spec),
+                **_limits(spec),
                 "tritonize.encoder_inputs": {triton: onnx for onnx, triton in inputs.items()},
                 "tritonize.encoder_outputs": dict(outputs),
             },
         )
-        configs.add_dynamic_batching(config)
+        configs.add_dynamic_batching(config, spec.batcher)
         configs.add_instances(config, spec.instances)
         _copy_onnx(encoder, model_dir / "1")
-        shutil.copy2(BACKEND_CODE / "encoder_onnxruntime.py", model_dir / "1" / "model.py")
+        install_step("encoder_onnxruntime.py", model_dir / "1")
         identity_in = {name: name for name in inputs.values()}
         identity_out = {name: name for name in outputs}
         return EncoderStep(config, identity_in, identity_out)
@@ -96,7 +109,7 @@ class NativeOnnxRuntimeFormat(FormatPlugin):
             ],
             parameters=_common_parameters(spec),
         )
-        configs.add_dynamic_batching(config)
+        configs.add_dynamic_batching(config, spec.batcher)
         configs.add_instances(config, spec.instances)
         _copy_onnx(encoder, model_dir / "1")
         input_map = {onnx: ENCODER_INPUTS[onnx] for onnx in encoder.input_names}

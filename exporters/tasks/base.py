@@ -12,11 +12,29 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Sequence
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence
 
 from tritonize import protocol
 from tritonize.exporters.checkpoint import Checkpoint, ExportError
-from tritonize.exporters.configs import Tensor
+from tritonize.exporters.configs import DynamicBatcher, Tensor
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of a served model; past a limit it is refused with INVALID_ARG.
+
+    ``max_text_chars`` characters per text (0: no limit); ``max_windows``
+    windows per text (NER) or per question/context pair (QA), 0: no limit;
+    ``max_batch_tokens`` padded tokens per encoder run (None: 8192 on a CPU,
+    16384 on a GPU, as TEI's ``--max-batch-tokens``; 0: no budget).
+    """
+
+    max_text_chars: int = 100_000
+    max_windows: int = 256
+    max_batch_tokens: Optional[int] = None
+
+
+DEFAULT_LIMITS = RequestLimits()
 
 
 @dataclass
@@ -30,6 +48,8 @@ class ExportSpec:
     instances: int
     max_length: int
     windowed: bool = False
+    limits: RequestLimits = DEFAULT_LIMITS
+    batcher: DynamicBatcher = field(default_factory=DynamicBatcher)
     options: Dict[str, Any] = field(default_factory=dict)
 
 
