@@ -13,11 +13,16 @@ always gets a share, so nothing starves), up to ``max_batch_tokens`` real
 tokens; sorts them by true length; and runs them as sub-batches of at most
 ``max_batch_tokens`` *padded* tokens, each padded only to its own longest
 row. So the memory of one ONNX Runtime run is bounded by the budget, never
-by the request; a long text does not pad everyone else; and a short request
-that arrives while a 1,000-window text is being computed is answered after
-one step, not after the whole text.
+by the request; a long text does not pad everyone else; and the short
+requests that the dynamic batcher merged with a 256-window text are answered
+after the first step, not after the whole text.
 
-Pending work is bounded too (``4 x max_batch_tokens`` tokens): past it,
+One limit is the Python backend's: a non-decoupled model gets its next batch
+only when every request of the current one is answered, so a request that
+arrives while one instance computes a long text waits for it (bounded by
+``--max-windows``); a second instance (``--instances 2``) takes it instead.
+
+Pending work is bounded too (twice ``max_batch_size`` requests): past it,
 ``execute`` waits, Triton's queue fills, and its queue policy refuses new
 requests (UNAVAILABLE, which the SDK retries with backoff).
 """
@@ -55,6 +60,37 @@ class Job:
     @property
     def tokens_left(self):
         return int(self.lengths[self.cursor :].sum())
+
+
+class RunMetrics:
+    """Triton custom metrics of the scheduler's ONNX Runtime runs (on Triton's /metrics endpoint)."""
+
+    FAMILIES = {
+        "runs": ("tritonize_encoder_runs_total", "ONNX Runtime runs of the encoder step", "COUNTER"),
+        "rows": ("tritonize_encoder_rows_total", "sequences computed by the encoder step", "COUNTER"),
+        "tokens": ("tritonize_encoder_tokens_total", "real (attended) tokens computed", "COUNTER"),
+        "padded": ("tritonize_encoder_padded_tokens_total", "padded tokens computed (rows x width)", "COUNTER"),
+        "largest": ("tritonize_encoder_largest_run_tokens", "most padded tokens of one run since load", "GAUGE"),
+    }
+
+    def __init__(self, model, instance):
+        labels = {"model": model, "instance": instance}
+        self.families, self.metrics = {}, {}  # a family must outlive its metrics: keep both
+        for key, (name, description, kind) in self.FAMILIES.items():
+            family = pb_utils.MetricFamily(name=name, description=description,
+                                           kind=getattr(pb_utils.MetricFamily, kind))
+            self.families[key] = family
+            self.metrics[key] = family.Metric(labels=labels)
+        self.largest_value = 0
+
+    def record(self, rows, width, tokens):
+        self.metrics["runs"].increment(1)
+        self.metrics["rows"].increment(rows)
+        self.metrics["tokens"].increment(tokens)
+        self.metrics["padded"].increment(rows * width)
+        if rows * width > self.largest_value:
+            self.largest_value = rows * width
+            self.metrics["largest"].set(self.largest_value)
 
 
 class TritonPythonModel:
@@ -107,10 +143,13 @@ class TritonPythonModel:
             tail = shape[2:] if per_token else shape[1:]
             self.layout[output.name] = (per_token, tuple(d if isinstance(d, int) else 0 for d in tail))
         self.tails = {}  # ONNX output -> trailing dims learned from the first run
+        try:
+            self.metrics = RunMetrics(self.name, args.get("model_instance_name", self.name))
+        except Exception:  # noqa: BLE001 - a server started with metrics off
+            self.metrics = None
 
         self.pending = []  # jobs with rows not yet computed, in arrival order
-        self.pending_tokens = 0
-        self.max_pending_tokens = 4 * self.budget
+        self.max_pending = 2 * max(1, int(config.get("max_batch_size", 1)))
         self.lock = threading.Condition()
         self.stopping = False
         self.worker = threading.Thread(target=self._loop, name=f"{self.name}-scheduler", daemon=True)
@@ -130,13 +169,11 @@ class TritonPythonModel:
             if not len(job.rows):  # only empty windows: nothing to compute
                 self._finish(job)
                 continue
-            tokens = int(job.lengths.sum())
             with self.lock:
-                # back-pressure: wait while the scheduler has enough work (a lone big job always enters)
-                while self.pending and self.pending_tokens + tokens > self.max_pending_tokens and not self.stopping:
+                # back-pressure: past max_pending requests, wait (Triton's queue and its policy take over)
+                while len(self.pending) >= self.max_pending and not self.stopping:
                     self.lock.wait()
                 self.pending.append(job)
-                self.pending_tokens += tokens
                 self.lock.notify_all()
         return None
 
@@ -273,6 +310,8 @@ class TritonPythonModel:
             for job in {id(job): job for job, _ in group}.values():
                 self._fail(job, exc)
             return
+        if self.metrics is not None:
+            self.metrics.record(len(group), longest, sum(int(job.lengths[k]) for job, k in group))
         for i, (job, k) in enumerate(group):
             if job.failed or job.sent:
                 continue
@@ -322,7 +361,6 @@ class TritonPythonModel:
             with self.lock:
                 if job in self.pending:
                     self.pending.remove(job)
-                    self.pending_tokens -= int(job.lengths.sum())
                 self.lock.notify_all()
 
     def finalize(self):
