@@ -1,6 +1,14 @@
 """How a model repository runs: the local tritonserver (``local.py``), and the
 NGC container / Kubernetes manifests beside it."""
 
-from tritonize.deploy.local import LocalServer, ServerError, TritonInstall, free_port, port_in_use
+from tritonize.deploy.local import (
+    HealEvent,
+    LocalServer,
+    ServerError,
+    StubMonitor,
+    TritonInstall,
+    free_port,
+    port_in_use,
+)
 
-__all__ = ["LocalServer", "ServerError", "TritonInstall", "free_port", "port_in_use"]
+__all__ = ["HealEvent", "LocalServer", "ServerError", "StubMonitor", "TritonInstall", "free_port", "port_in_use"]

@@ -174,3 +174,13 @@ def test_cli_serve_exits_non_zero_when_a_model_fails(tmp_path):
     )
     assert result.returncode == 1
     assert "cannot load: missing vocabulary" in result.stderr
+
+
+def test_models_load_at_start_under_explicit_model_control(tmp_path):
+    """Explicit model control, every model loaded at start: what lets a dead model be reloaded."""
+    command = LocalServer(tmp_path, **_ports()).command(tmp_path / "backends")
+    assert "--model-control-mode=explicit" in command and "--load-model=*" in command
+    # a mode the caller chose is kept as it is (healing is then off: it needs explicit control)
+    polled = LocalServer(tmp_path, extra_args=["--model-control-mode=poll"], **_ports()).command(tmp_path)
+    assert [a for a in polled if a.startswith("--model-control-mode")] == ["--model-control-mode=poll"]
+    assert "--load-model=*" not in polled

@@ -38,6 +38,13 @@ def _natural(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tritonize",
@@ -97,6 +104,12 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-timeout", type=float, default=180.0,
                        help="seconds to wait for every model to load (default 180)")
     serve.add_argument("--log-verbose", type=int, default=0)
+    serve.add_argument("--no-heal", action="store_true",
+                       help="do not watch the Python-backend stubs: a model whose stub dies (out of memory, "
+                            "killed) then fails every request until the server restarts")
+    serve.add_argument("--probe-interval", type=_positive_seconds, default=1.0,
+                       help="seconds between two looks at the stubs (in /proc; no request is sent). "
+                            "A model whose stub died is reloaded (default 1.0)")
 
     predict = commands.add_parser("predict", help="query a served model and print JSON")
     predict.add_argument("model", help="the model (ensemble) name")
@@ -242,8 +255,15 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from tritonize.deploy.local import LocalServer, ServerError
+    import logging
 
+    from tritonize.deploy.local import LOGGER, LocalServer, ServerError
+
+    # The stub monitor's lines (a model died, it was reloaded) go to stderr, beside the banner.
+    to_stderr = logging.StreamHandler(sys.stderr)
+    to_stderr.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.addHandler(to_stderr)
+    LOGGER.setLevel(logging.INFO)
     server = LocalServer(
         args.repository,
         host=args.host,
@@ -252,6 +272,8 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         ready_timeout=args.ready_timeout,
         log_verbose=args.log_verbose,
+        heal=not args.no_heal,
+        probe_interval=args.probe_interval,
     )
     # Ctrl-C, SIGINT from a supervisor (even when started in the background, where
     # SIGINT is inherited as ignored) and SIGTERM (docker stop, kill) all stop cleanly.
@@ -271,7 +293,9 @@ def _serve(args: argparse.Namespace) -> int:
     sys.stderr.write(
         f"tritonserver ready (pid {server.pid}): gRPC {server.grpc_url}, HTTP {server.http_url}, "
         f"metrics {server.metrics_url}\nmodels: {', '.join(models)}\nlog: {server.log_path}\n"
-        "Ctrl-C to stop\n"
+        + (f"healing: a model whose stub dies is reloaded (stubs probed every {args.probe_interval:g}s)\n"
+           if not args.no_heal else "healing: off (--no-heal)\n")
+        + "Ctrl-C to stop\n"
     )
     try:
         while server.is_running():
