@@ -28,7 +28,7 @@ import pytest
 from conftest import tiny_classifier
 from tritonize.client import Client, RetryPolicy, TritonizeError
 from tritonize.deploy import LocalServer, free_port
-from tritonize.deploy.local import _read_stat, describe_exit, server_children
+from tritonize.deploy.healing import _read_stat, describe_exit
 from tritonize.exporters import configs
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.export import ExportOptions, export
