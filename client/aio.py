@@ -40,8 +40,7 @@ class AsyncClient:
         max_in_flight: int = 4,
         connection: Optional[Connection] = None,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        calls.check_client_arguments(url, timeout, retry, max_in_flight, connection)
         self.url = url
         self.timeout = timeout
         self.retry = retry
@@ -64,7 +63,8 @@ class AsyncClient:
         return self.timeout if timeout is None else timeout
 
     async def _call(self, model: Optional[str], method: str, *args: Any, timeout: Optional[float], **kwargs: Any) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         retry = 0
         while True:
             left = None if deadline is None else deadline - time.monotonic()
@@ -78,7 +78,7 @@ class AsyncClient:
                 )
             except InferenceServerException as exc:
                 error = translate_error(exc, self.url, model)
-            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic())
+            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic(), started)
             if wait is None:
                 raise error
             retry += 1
@@ -107,8 +107,27 @@ class AsyncClient:
 
         return plan.finish(list(await asyncio.gather(*(bounded(r) for r in plan.requests))))
 
+    async def _perform(self, call: calls.Call) -> Any:
+        """A checked call: nothing to send answers ``[]`` at once; else learn the model, then send.
+
+        Both share the call's one deadline: what learning the model took is not given again.
+        """
+        if call.size == 0:
+            return []
+        timeout = self._timeout(call.timeout)
+        started = time.monotonic()
+        info = await self.model_info(call.model, timeout=timeout)
+        if timeout is not None:
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise DeadlineExceeded(f"model {call.model!r} on {self.url}: deadline of {timeout}s exceeded",
+                                       url=self.url, model=call.model)
+            timeout = left
+        return await self._run(call.plan(info, self.url), timeout)
+
     # -- server and models -----------------------------------------------------
     async def is_live(self, timeout: Optional[float] = None) -> bool:
+        calls.check_timeout(timeout)
         try:
             return bool(await self._grpc.is_server_live(headers=self.connection.headers or None,
                                                         client_timeout=self._timeout(timeout)))
@@ -116,6 +135,9 @@ class AsyncClient:
             return False
 
     async def is_ready(self, model: Optional[str] = None, timeout: Optional[float] = None) -> bool:
+        if model is not None:
+            calls.check_model(model)
+        calls.check_timeout(timeout)
         headers = self.connection.headers or None
         try:
             if model is None:
@@ -125,6 +147,8 @@ class AsyncClient:
             return False
 
     async def model_info(self, model: str, *, refresh: bool = False, timeout: Optional[float] = None) -> ModelInfo:
+        calls.check_model(model)
+        calls.check_timeout(timeout)
         if refresh or model not in self._models:
             response = await self._call(model, "get_model_config", model, as_json=True,
                                         timeout=self._timeout(timeout))
@@ -132,6 +156,7 @@ class AsyncClient:
         return self._models[model]
 
     async def list_models(self, *, timeout: Optional[float] = None) -> List[ModelInfo]:
+        calls.check_timeout(timeout)
         index = await self._call(None, "get_model_repository_index", as_json=True, timeout=self._timeout(timeout))
         found = []
         for entry in index.get("models", []):
@@ -153,8 +178,7 @@ class AsyncClient:
     async def classify(
         self, model: str, texts: Texts, *, top_k: Optional[int] = None, timeout: Optional[float] = None
     ) -> Union[List[LabelScore], List[List[LabelScore]]]:
-        plan = calls.classify(await self.model_info(model, timeout=timeout), texts, top_k, self.url)
-        return await self._run(plan, timeout)  # type: ignore[no-any-return]
+        return await self._perform(calls.classify(model, texts, top_k, timeout))  # type: ignore[no-any-return]
 
     @overload
     async def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # type: ignore[overload-overlap]  # noqa: E501
@@ -165,9 +189,9 @@ class AsyncClient:
     async def extract_entities(
         self, model: str, texts: Texts, *, aggregation_strategy: Optional[str] = None, timeout: Optional[float] = None
     ) -> Union[List[Entity], List[List[Entity]]]:
-        plan = calls.extract_entities(await self.model_info(model, timeout=timeout), texts, aggregation_strategy,
-                                      self.url)
-        return await self._run(plan, timeout)  # type: ignore[no-any-return]
+        return await self._perform(  # type: ignore[no-any-return]
+            calls.extract_entities(model, texts, aggregation_strategy, timeout)
+        )
 
     async def answer(
         self,
@@ -180,8 +204,6 @@ class AsyncClient:
         handle_impossible_answer: Optional[bool] = None,
         timeout: Optional[float] = None,
     ) -> Any:
-        plan = calls.answer(
-            await self.model_info(model, timeout=timeout), question, context, top_k, max_answer_len,
-            handle_impossible_answer, self.url,
+        return await self._perform(
+            calls.answer(model, question, context, top_k, max_answer_len, handle_impossible_answer, timeout)
         )
-        return await self._run(plan, timeout)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
+
+from tritonize.client.retry import RetryPolicy
 
 
 class TritonizeError(Exception):
@@ -43,6 +45,13 @@ class DeadlineExceeded(TritonizeError):
     """The call did not finish within its ``timeout``."""
 
 
+# What Triton says when a model's queue policy sheds a request, and what that means
+OVERLOAD_MESSAGES: Tuple[Tuple[str, str], ...] = (
+    ("exceeds maximum queue size", "its queue is full (max_queue_size)"),
+    ("request timeout expired", "the request timed out in its queue"),
+)
+
+
 def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
     """Map a tritonclient ``InferenceServerException`` to this hierarchy, keeping the server's words."""
     status = str(exc.status() or "")
@@ -54,6 +63,21 @@ def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
         error = AccessDenied(f"{where}: access denied ({text}); check the auth headers or certificates",
                              url=url, model=model)
         error.status = "PERMISSION_DENIED"  # never retried
+        return error
+    overload = next((why for words, why in OVERLOAD_MESSAGES if words in lowered), None)
+    if overload is not None:
+        # Triton's queue policy (dynamic_batching.default_queue_policy) shed the request: transient
+        error = ServerUnavailable(
+            f"{where} is overloaded: {overload} ({text}); this is transient: retry later, send less, "
+            "or give the model more instances or a longer queue", url=url, model=model,
+        )
+        error.status = status if RetryPolicy.retryable(status) else "RESOURCE_EXHAUSTED"
+        return error
+    if "CANCELLED" in status and "channel closed" not in lowered:
+        # not our own close(): the server cancelled the call in flight, as it does when it stops
+        error = ServerUnavailable(f"server {url} cancelled the call ({text}); it is stopping or restarting",
+                                  url=url, model=model)
+        error.status = "UNAVAILABLE"
         return error
     if "RESOURCE_EXHAUSTED" in status:
         error = ServerUnavailable(f"server {url} is overloaded (RESOURCE_EXHAUSTED): {text}", url=url, model=model)

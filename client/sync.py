@@ -48,8 +48,7 @@ class Client:
         max_in_flight: int = 4,
         connection: Optional[Connection] = None,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        calls.check_client_arguments(url, timeout, retry, max_in_flight, connection)
         self.url = url
         self.timeout = timeout
         self.retry = retry
@@ -75,7 +74,8 @@ class Client:
     # -- transport -------------------------------------------------------------
     def _call(self, model: Optional[str], method: str, *args: Any, timeout: Optional[float], **kwargs: Any) -> Any:
         """One gRPC call with the call's deadline and the retry policy."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
         retry = 0
         while True:
             left = None if deadline is None else deadline - time.monotonic()
@@ -89,7 +89,7 @@ class Client:
                 )
             except InferenceServerException as exc:
                 error = translate_error(exc, self.url, model)
-            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic())
+            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic(), started)
             if wait is None:
                 raise error
             retry += 1
@@ -120,8 +120,27 @@ class Client:
         futures = [self._pool.submit(self._send, plan, request, timeout) for request in plan.requests]
         return plan.finish([future.result() for future in futures])  # input order, whatever finishes first
 
+    def _perform(self, call: calls.Call) -> Any:
+        """A checked call: nothing to send answers ``[]`` at once; else learn the model, then send.
+
+        Both share the call's one deadline: what learning the model took is not given again.
+        """
+        if call.size == 0:
+            return []
+        timeout = self._timeout(call.timeout)
+        started = time.monotonic()
+        info = self.model_info(call.model, timeout=timeout)
+        if timeout is not None:
+            left = timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise DeadlineExceeded(f"model {call.model!r} on {self.url}: deadline of {timeout}s exceeded",
+                                       url=self.url, model=call.model)
+            timeout = left
+        return self._run(call.plan(info, self.url), timeout)
+
     # -- server and models -----------------------------------------------------
     def is_live(self, timeout: Optional[float] = None) -> bool:
+        calls.check_timeout(timeout)
         try:
             return bool(self._grpc.is_server_live(headers=self.connection.headers or None,
                                                   client_timeout=self._timeout(timeout)))
@@ -129,6 +148,9 @@ class Client:
             return False
 
     def is_ready(self, model: Optional[str] = None, timeout: Optional[float] = None) -> bool:
+        if model is not None:
+            calls.check_model(model)
+        calls.check_timeout(timeout)
         headers = self.connection.headers or None
         try:
             if model is None:
@@ -139,6 +161,8 @@ class Client:
 
     def model_info(self, model: str, *, refresh: bool = False, timeout: Optional[float] = None) -> ModelInfo:
         """What ``model`` is (task, labels, batch limit), as its config on the server says."""
+        calls.check_model(model)
+        calls.check_timeout(timeout)
         if refresh or model not in self._models:
             response = self._call(model, "get_model_config", model, as_json=True, timeout=self._timeout(timeout))
             self._models[model] = ModelInfo.from_config(response["config"])
@@ -146,6 +170,7 @@ class Client:
 
     def list_models(self, *, timeout: Optional[float] = None) -> List[ModelInfo]:
         """Every tritonize ensemble on the server, with its task, labels and readiness."""
+        calls.check_timeout(timeout)
         index = self._call(None, "get_model_repository_index", as_json=True, timeout=self._timeout(timeout))
         found = []
         for entry in index.get("models", []):
@@ -172,8 +197,7 @@ class Client:
         A single string gives one list of labels, best first; a list of
         strings gives one such list per text. ``top_k=None`` returns every label.
         """
-        plan = calls.classify(self.model_info(model, timeout=timeout), texts, top_k, self.url)
-        return self._run(plan, timeout)  # type: ignore[no-any-return]
+        return self._perform(calls.classify(model, texts, top_k, timeout))  # type: ignore[no-any-return]
 
     @overload
     def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # type: ignore[overload-overlap]  # noqa: E501
@@ -190,8 +214,9 @@ class Client:
         string gives its list of entities; a list gives one list per text.
         Long texts are split into overlapping windows on the server: nothing is truncated.
         """
-        plan = calls.extract_entities(self.model_info(model, timeout=timeout), texts, aggregation_strategy, self.url)
-        return self._run(plan, timeout)  # type: ignore[no-any-return]
+        return self._perform(  # type: ignore[no-any-return]
+            calls.extract_entities(model, texts, aggregation_strategy, timeout)
+        )
 
     def answer(
         self,
@@ -212,11 +237,9 @@ class Client:
         give one such result per pair. Long
         contexts are split into windows on the server: every window is scored.
         """
-        plan = calls.answer(
-            self.model_info(model, timeout=timeout), question, context, top_k, max_answer_len,
-            handle_impossible_answer, self.url,
+        return self._perform(
+            calls.answer(model, question, context, top_k, max_answer_len, handle_impossible_answer, timeout)
         )
-        return self._run(plan, timeout)
 
 
 __all__ = ["Answer", "Client", "Entity", "LabelScore"]

@@ -125,6 +125,11 @@ def test_retries_only_unavailable_and_give_up_with_the_url():
 
 
 def test_a_server_restart_is_ridden_through(tmp_path):
+    """50 threads share one Client with the default timeout (30 s) and RetryPolicy(); the server restarts.
+
+    Every call is answered with its own text's result: the calls that arrive while the server is down
+    are retried (UNAVAILABLE, then the models loading) until it is back, well within their deadline.
+    """
     from tritonize.exporters.export import ExportOptions, export
 
     repository = tmp_path / "repo"
@@ -132,41 +137,56 @@ def test_a_server_restart_is_ridden_through(tmp_path):
            stream=io.StringIO())
     ports = _ports()
     texts = [f"restart test {i} " * (1 + i % 4) for i in range(8)]
-    results, errors = [], []
+    results, errors = [], []  # (text, result, started, finished); every exception, whatever its type
     stop = threading.Event()
+    callers = 50
 
     with LocalServer(repository, **ports) as server:
         with Client(server.grpc_url) as client:
             expected = {t: [r.to_dict() for r in client.classify("m", t)] for t in texts}
 
-        def caller(index):
-            policy = RetryPolicy(attempts=60, initial_backoff=0.05, max_backoff=0.5)
-            with Client(server.grpc_url, timeout=60, retry=policy) as own:
+        with Client(server.grpc_url) as shared:  # the defaults: what an application gets
+            assert shared.timeout == 30.0 and shared.retry == RetryPolicy() and shared.retry.attempts is None
+
+            def caller(index):
                 i = index
                 while not stop.is_set():
                     text = texts[i % len(texts)]
+                    started = time.monotonic()
                     try:
-                        results.append((text, [r.to_dict() for r in own.classify("m", text)]))
-                    except TritonizeError as exc:  # every call returns or raises; none hangs
+                        got = [r.to_dict() for r in shared.classify("m", text)]
+                        results.append((text, got, started, time.monotonic()))
+                    except Exception as exc:  # every call returns or raises; none hangs
                         errors.append(exc)
                     i += 1
+                    stop.wait(0.25)  # a few hundred calls in all
 
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)
-        before_restart = len(results)
-        server.stop()
-        time.sleep(1.0)
-        server.start()
-        time.sleep(2.0)
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=90)
-        assert not any(t.is_alive() for t in threads), "a call hung"
-    assert errors == []
+            threads = [threading.Thread(target=caller, args=(k,)) for k in range(callers)]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.0)
+            before_restart = len(results)
+            server.stop()
+            down = time.monotonic()  # the server is gone: nothing answers until it is back
+            time.sleep(1.0)
+            server.start()  # the same ports
+            up = time.monotonic()
+            time.sleep(1.5)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert not any(t.is_alive() for t in threads), "a call hung"
+
+    assert all(isinstance(e, TritonizeError) for e in errors), errors  # any failure would be a clear one...
+    # ...and with the default policy there is none
+    assert len(errors) == 0, [(type(e).__name__, e.status, str(e)) for e in errors[:5]]
     assert len(results) > before_restart > 0
-    for text, got in results:  # nobody got another call's result
+    assert 100 < len(results) < 2000
+    # every caller had a call pending while the server was down, and it was answered once it was back
+    ridden = [r for r in results if r[2] < up and r[3] > down]
+    assert len(ridden) >= callers, f"only {len(ridden)} calls were pending during the restart"
+    assert all(r[3] > up for r in ridden)
+    for text, got, _, _ in results:  # nobody got another call's result
         assert got == expected[text]
 
 
