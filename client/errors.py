@@ -79,6 +79,14 @@ def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
                                   url=url, model=model)
         error.status = "UNAVAILABLE"
         return error
+    if "stub process" in lowered and "is not healthy" in lowered:
+        # a step's Python stub died (out of memory, killed); `tritonize serve` reloads it within seconds
+        error = ModelNotReady(
+            f"{where}: a step of the model lost its Python process ({text}); `tritonize serve` reloads it "
+            "within seconds (elsewhere, reload the model)", url=url, model=model,
+        )
+        error.status = "UNAVAILABLE"
+        return error
     if "RESOURCE_EXHAUSTED" in status:
         error = ServerUnavailable(f"server {url} is overloaded (RESOURCE_EXHAUSTED): {text}", url=url, model=model)
     elif "UNAVAILABLE" in status and "not ready" not in lowered and "unknown model" not in lowered:

@@ -256,6 +256,8 @@ class StubMonitor:
         probe_interval: float = 1.0,
         reload_timeout: float = 120.0,
         unload_grace: float = 0.5,
+        max_heals: int = 3,
+        heal_window: float = 300.0,
         events: Optional[List[HealEvent]] = None,
         on_message: Optional[Callable[[str], None]] = None,
         server_alive: Callable[[], bool] = lambda: True,
@@ -269,6 +271,9 @@ class StubMonitor:
         self.probe_interval = probe_interval
         self.reload_timeout = reload_timeout
         self.unload_grace = unload_grace
+        self.max_heals = max_heals
+        self.heal_window = heal_window
+        self._given_up: set = set()
         self.events: List[HealEvent] = events if events is not None else []
         self.on_message = on_message
         self.server_alive = server_alive
@@ -336,8 +341,27 @@ class StubMonitor:
                 # not ours: someone is unloading or reloading it (or we are stopping)
                 self._forget(model)
                 continue
+            if self._crash_loop(model):
+                continue
             events.append(self.heal(model, stubs, states))
         return events
+
+    def _crash_loop(self, model: str) -> bool:
+        """A model that died ``max_heals`` times within ``heal_window`` seconds is not reloaded again."""
+        if model in self._given_up:
+            return True
+        now = time.time()
+        recent = [e for e in self.events if e.model == model and now - e.detected_at <= self.heal_window]
+        if len(recent) < self.max_heals:
+            return False
+        self._given_up.add(model)
+        self._forget(model)
+        self._say(logging.ERROR, (
+            f"tritonize: model '{model}' died {len(recent) + 1} times within {self.heal_window:.0f}s; "
+            "not reloading it again (a request or the memory limit keeps killing it). "
+            "Fix the cause, then reload it or restart the server."
+        ))
+        return True
 
     def _forget(self, model: str) -> None:
         with self._known_lock:

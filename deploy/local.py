@@ -140,6 +140,7 @@ class LocalServer:
     log_path: Optional[Path] = None
     heal: bool = True
     probe_interval: float = 1.0
+    max_heals: int = 3  # deaths of one model within 5 minutes that are healed; after that it stays down
     on_message: Optional[Callable[[str], None]] = None
 
     heal_events: List[HealEvent] = field(default_factory=list, init=False)
@@ -296,6 +297,7 @@ class LocalServer:
         self._monitor = StubMonitor(
             self._process.pid, self.model_control(),
             probe_interval=self.probe_interval, reload_timeout=self.ready_timeout, events=self.heal_events,
+            max_heals=self.max_heals,
             on_message=self.on_message, server_alive=self.is_running,
             log_size=self._log_size, log_excerpt=lambda since: self.log_excerpt(since=since),
         ).start()

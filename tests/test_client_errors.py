@@ -394,7 +394,8 @@ def test_a_shed_request_is_server_unavailable_and_retried(status, message, why):
     ("StatusCode.NOT_FOUND", "Request for unknown model: 'x' has no available versions", ModelNotReady, True),
     ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", DeadlineExceeded, False),
     ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'TEXT'", InvalidInput, False),
-    ("StatusCode.INTERNAL", "Stub process 'm_encoder_0_0' is not healthy.", TritonizeError, False),
+    # a dead stub: `tritonize serve` reloads it within seconds, so it is worth retrying
+    ("StatusCode.INTERNAL", "in ensemble 'x', Stub process 'x_encoder_0_0' is not healthy.", ModelNotReady, True),
     ("StatusCode.CANCELLED", "Channel closed!", TritonizeError, False),  # our own close()
 ])
 def test_other_server_errors_keep_their_mapping(status, message, expected, retried):

@@ -411,3 +411,25 @@ def test_cli_serve_heals_and_says_so_on_stderr(repository):
         code = serve.wait(timeout=60)
     assert code == 0
     assert not Path(f"/proc/{server_pid}").exists()
+
+
+@server
+def test_a_model_that_keeps_dying_is_not_reloaded_forever(repository):
+    """After max_heals deaths within the window, the monitor says so once and leaves the model down."""
+    messages: List[str] = []
+    with LocalServer(repository, probe_interval=PROBE, max_heals=1, on_message=messages.append, **_ports()) as server:
+        assert server.pid is not None
+        os.kill(_stub_pid(server.pid, "clf_encoder"), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (server.heal_events and server.heal_events[-1].ok):
+            time.sleep(PROBE)
+        assert len(server.heal_events) == 1 and server.heal_events[0].ok
+        time.sleep(PROBE * 3)
+        os.kill(_stub_pid(server.pid, "clf_encoder"), signal.SIGKILL)  # the healed one dies too
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("not reloading it again" in m for m in messages):
+            time.sleep(PROBE)
+        time.sleep(PROBE * 5)
+        assert len(server.heal_events) == 1, "a second death within the window must not be healed"
+        given_up = [m for m in messages if "not reloading it again" in m]
+        assert len(given_up) == 1 and "'clf_encoder' died 2 times" in given_up[0], messages
