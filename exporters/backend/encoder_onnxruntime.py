@@ -119,12 +119,15 @@ class TritonPythonModel:
         if threads > 0:
             options.intra_op_num_threads = threads
         # Shapes change with every batch: memory patterns would be planned (and kept) per shape,
-        # and the arena keeps the largest run's buffers for good; both off keep the RSS flat
-        # at no cost in speed (benchmarks/encoder_memory.py). "tritonize.ort_defaults" = "1"
-        # restores ONNX Runtime's defaults.
+        # and the arena keeps the largest run's buffers for good. So patterns are off and the CPU
+        # arena is shrunk back after every big run: the speed of the arena, the RSS of no arena
+        # (benchmarks/encoder_memory.py). "tritonize.ort_defaults" = "1" restores ORT's defaults.
         ort_defaults = param(config, "tritonize.ort_defaults", "0") == "1"
         options.enable_mem_pattern = ort_defaults
-        options.enable_cpu_mem_arena = ort_defaults
+        self.shrink = None
+        if not ort_defaults and kind == "CPU":
+            self.shrink = ort.RunOptions()
+            self.shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         providers = ["CPUExecutionProvider"]
         if kind == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
             device = int(args.get("model_instance_device_id", 0))
@@ -305,7 +308,8 @@ class TritonPythonModel:
             feed[onnx_name] = batch
         names = list(self.output_map.values())
         try:
-            results = dict(zip(names, self.session.run(names, feed)))
+            big = self.shrink is not None and len(group) * longest > self.budget // 2
+            results = dict(zip(names, self.session.run(names, feed, self.shrink if big else None)))
         except Exception as exc:  # noqa: BLE001 - fail the requests of this group, keep serving
             for job in {id(job): job for job, _ in group}.values():
                 self._fail(job, exc)
