@@ -1,6 +1,6 @@
 """Mixed load: short classification requests while long NER texts and long QA contexts are in flight.
 
-    .venv/bin/python benchmarks/mixed_load.py [--rounds 3] [--seconds 20] [--short-callers 4] [--soak 0]
+    .venv/bin/python benchmarks/mixed_load.py [--rounds 3] [--seconds 30] [--short-callers 3] [--soak 0]
 
 Needs `make demo` to have run once (it builds the three checkpoints in
 .cache/checkpoints). In one run, with one tritonserver, it exports the demo's
@@ -17,9 +17,10 @@ three models twice into a temporary repository:
 
 Rounds alternate between the two (this machine is shared and noisy, so only
 figures of the same run are compared). In each round, ``--short-callers``
-threads send one-tweet classification requests back to back, one thread sends
-long NER texts (about 12,000 characters, through the PII model) and one
-thread long QA contexts (about 12,000 characters). It prints p50/p95/p99 per
+threads send one-tweet classification requests back to back, two threads
+short PII texts (40 to 300 characters) to the same NER model that one more
+thread sends long texts (40,000 characters), and one thread long QA contexts
+(40,000 characters). It prints p50/p95/p99 per
 request kind and variant, and the peak RSS (VmHWM) of every step's stub.
 
 It then sends the largest request the defaults accept (a 100,000-character
@@ -49,6 +50,7 @@ CHECKPOINTS = REPO_ROOT / ".cache" / "checkpoints"
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+LONG = 40_000  # characters of the long NER texts and QA contexts
 VARIANTS = {
     "before": {"max_batch_tokens": 0, "ort_defaults": True, "instances": 1},
     "after": {"max_batch_tokens": None, "ort_defaults": False, "instances": 1},
@@ -99,10 +101,11 @@ def long_context(chars: int, seed: int) -> str:
     from qa import SENTENCES
 
     rng = random.Random(seed)
+    ending = f" In the end the customer was charged ${rng.randint(100, 999)}.00 by Contoso Ltd."
     parts: List[str] = []
-    while sum(len(p) + 1 for p in parts) < chars - 80:
+    while sum(len(p) + 1 for p in parts) < chars:
         parts.append(rng.choice(SENTENCES).format(n=rng.randint(10, 9999)))
-    return " ".join(parts) + f" In the end the customer was charged ${rng.randint(100, 999)}.00 by Contoso Ltd."
+    return " ".join(parts)[: chars - len(ending)] + ending
 
 
 def export_variants(repository: Path) -> None:
@@ -136,7 +139,7 @@ class Load:
 
     def __init__(self, url: str, variant: str, tweets: List[str], short_callers: int) -> None:
         self.url, self.variant, self.tweets, self.short_callers = url, variant, tweets, short_callers
-        self.latencies: Dict[str, List[float]] = {"classify": [], "ner-long": [], "qa-long": []}
+        self.latencies: Dict[str, List[float]] = {"classify": [], "ner-short": [], "ner-long": [], "qa-long": []}
         self.errors: Dict[str, int] = {kind: 0 for kind in self.latencies}
 
     def run(self, seconds: float) -> None:
@@ -162,11 +165,17 @@ class Load:
                 "classify", lambda c, r: c.classify(f"sentiment-{v}", r.choice(self.tweets)), i))
             for i in range(self.short_callers)
         ]
+        threads += [
+            threading.Thread(target=loop, args=(
+                "ner-short", lambda c, r: c.extract_entities(f"pii-{v}", long_text(r.randint(40, 300), r.random())),
+                300 + i))
+            for i in range(2)
+        ]
         threads.append(threading.Thread(target=loop, args=(
-            "ner-long", lambda c, r: c.extract_entities(f"pii-{v}", long_text(12_000, r.randint(0, 99))), 100)))
+            "ner-long", lambda c, r: c.extract_entities(f"pii-{v}", long_text(LONG, r.randint(0, 99))), 100)))
         threads.append(threading.Thread(target=loop, args=(
             "qa-long", lambda c, r: c.answer(f"qa-{v}", question="How much was the customer charged in the end?",
-                                             context=long_context(12_000, r.randint(0, 99))), 200)))
+                                             context=long_context(LONG, r.randint(0, 99))), 200)))
         for t in threads:
             t.start()
         for t in threads:
@@ -176,8 +185,8 @@ class Load:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of one round of one variant")
-    parser.add_argument("--short-callers", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of one round of one variant")
+    parser.add_argument("--short-callers", type=int, default=3)
     parser.add_argument("--soak", type=float, default=0.0, help="then a soak of this many seconds on 'after'")
     args = parser.parse_args()
     missing = [n for n in ("minilm-sentiment", "rampart-pii", "minilm-qa") if not (CHECKPOINTS / n).is_dir()]
@@ -205,10 +214,10 @@ def main() -> int:
                     loads[variant].run(args.seconds)
 
             print(f"\nmixed load, {args.rounds} rounds x {args.seconds:.0f}s per variant; {args.short_callers} "
-                  "callers of one tweet + 1 caller of ~12,000-character NER texts + 1 of ~12,000-character "
-                  "QA contexts")
+                  f"callers of one tweet, 2 callers of one short PII text (40-300 characters), 1 caller of "
+                  f"{LONG:,}-character PII texts and 1 of {LONG:,}-character QA contexts")
             print(f"{'request':10} {'variant':8} {'calls':>6} {'errors':>6} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}")
-            for kind in ("classify", "ner-long", "qa-long"):
+            for kind in ("classify", "ner-short", "ner-long", "qa-long"):
                 for variant in VARIANTS:
                     values = loads[variant].latencies[kind]
                     print(f"{kind:10} {variant:8} {len(values):6d} {loads[variant].errors[kind]:6d} "

@@ -117,12 +117,7 @@ class AsyncClient:
         timeout = self._timeout(call.timeout)
         started = time.monotonic()
         info = await self.model_info(call.model, timeout=timeout)
-        if timeout is not None:
-            left = timeout - (time.monotonic() - started)
-            if left <= 0:
-                raise DeadlineExceeded(f"model {call.model!r} on {self.url}: deadline of {timeout}s exceeded",
-                                       url=self.url, model=call.model)
-            timeout = left
+        timeout = calls.time_left(timeout, started, self.url, call.model)
         return await self._run(call.plan(info, self.url), timeout)
 
     # -- server and models -----------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Set
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from tritonize import protocol
 from tritonize.client.connection import Connection
-from tritonize.client.errors import InvalidInput, TaskMismatch
+from tritonize.client.errors import DeadlineExceeded, InvalidInput, TaskMismatch
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
 from tritonize.protocol import Answer, Entity, LabelScore
@@ -303,3 +304,13 @@ def answer(
         return Plan(info.name, requests, decode, single=single)
 
     return Call(model, timeout, len(questions), plan)
+
+
+def time_left(timeout: Optional[float], started: float, url: str, model: str) -> Optional[float]:
+    """What is left of a call's deadline (started at ``started``, monotonic) once its model is known."""
+    if timeout is None:
+        return None
+    left = timeout - (time.monotonic() - started)
+    if left <= 0:
+        raise DeadlineExceeded(f"model {model!r} on {url}: deadline of {timeout}s exceeded", url=url, model=model)
+    return left

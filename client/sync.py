@@ -130,12 +130,7 @@ class Client:
         timeout = self._timeout(call.timeout)
         started = time.monotonic()
         info = self.model_info(call.model, timeout=timeout)
-        if timeout is not None:
-            left = timeout - (time.monotonic() - started)
-            if left <= 0:
-                raise DeadlineExceeded(f"model {call.model!r} on {self.url}: deadline of {timeout}s exceeded",
-                                       url=self.url, model=call.model)
-            timeout = left
+        timeout = calls.time_left(timeout, started, self.url, call.model)
         return self._run(call.plan(info, self.url), timeout)
 
     # -- server and models -----------------------------------------------------

@@ -45,6 +45,20 @@ def tiny_classifier(name: str) -> Path:
     )
 
 
+def python_model(repository: Path, name: str, body: str) -> None:
+    """A one-input (X, FP32) one-output (Y) Python model whose model.py is ``body``."""
+    from tritonize.exporters import configs
+    from tritonize.exporters.configs import Tensor
+
+    config = configs.model_config(
+        name, backend="python", max_batch_size=4,
+        inputs=[Tensor("X", "fp32", (1,))], outputs=[Tensor("Y", "fp32", (1,))],
+    )
+    configs.write_config(repository / name, config)
+    (repository / name / "1").mkdir(parents=True, exist_ok=True)
+    (repository / name / "1" / "model.py").write_text(body)
+
+
 @dataclass
 class Served:
     url: str

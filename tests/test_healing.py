@@ -25,12 +25,10 @@ from typing import List, Optional
 
 import pytest
 
-from conftest import tiny_classifier
+from conftest import python_model, tiny_classifier
 from tritonize.client import Client, RetryPolicy, TritonizeError
 from tritonize.deploy import LocalServer, free_port
 from tritonize.deploy.healing import _read_stat, describe_exit
-from tritonize.exporters import configs
-from tritonize.exporters.configs import Tensor
 from tritonize.exporters.export import ExportOptions, export
 
 server = pytest.mark.server  # the tests that start a real tritonserver
@@ -273,16 +271,6 @@ def test_a_model_someone_else_unloads_is_left_alone(healing_server):
         assert len(client.classify("clf", TEXTS)) == 2
 
 
-def _python_model(repository: Path, name: str, body: str) -> None:
-    config = configs.model_config(
-        name, backend="python", max_batch_size=4,
-        inputs=[Tensor("X", "fp32", (1,))], outputs=[Tensor("Y", "fp32", (1,))],
-    )
-    configs.write_config(repository / name, config)
-    (repository / name / "1").mkdir(parents=True, exist_ok=True)
-    (repository / name / "1" / "model.py").write_text(body)
-
-
 ECHO = (
     "import triton_python_backend_utils as pb_utils\n"
     "class TritonPythonModel:\n"
@@ -296,7 +284,7 @@ ECHO = (
 def test_a_reload_that_fails_is_reported_with_the_log(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="tritonize.deploy")
     repository = tmp_path / "repo"
-    _python_model(repository, "echo", ECHO)
+    python_model(repository, "echo", ECHO)
     with LocalServer(repository, probe_interval=PROBE, ready_timeout=60, **_ports()) as server:
         pid = _stub_pid(server.pid, "echo")
         # the model cannot load any more (say its weights were deleted), then its stub dies
@@ -326,7 +314,7 @@ def test_a_reload_that_fails_is_reported_with_the_log(tmp_path, caplog):
 def test_without_healing_a_dead_stub_stays_dead(tmp_path):
     """The problem healing solves, as Triton 2.51 has it: errors forever, health still 200."""
     repository = tmp_path / "repo"
-    _python_model(repository, "echo", ECHO)
+    python_model(repository, "echo", ECHO)
     import numpy as np
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException

@@ -9,7 +9,6 @@ import sys
 import threading
 import time
 import venv
-from pathlib import Path
 
 import pytest
 

@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_classifier
+from conftest import python_model, tiny_classifier
 from tritonize.deploy import LocalServer, ServerError, free_port
-from tritonize.exporters import configs
-from tritonize.exporters.configs import Tensor
 from tritonize.exporters.export import ExportOptions, export
 
 pytestmark = pytest.mark.server
@@ -25,16 +23,6 @@ pytestmark = pytest.mark.server
 
 def _ports() -> dict:
     return {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
-
-
-def _python_model(repository: Path, name: str, body: str) -> None:
-    config = configs.model_config(
-        name, backend="python", max_batch_size=4,
-        inputs=[Tensor("X", "fp32", (1,))], outputs=[Tensor("Y", "fp32", (1,))],
-    )
-    configs.write_config(repository / name, config)
-    (repository / name / "1").mkdir(parents=True, exist_ok=True)
-    (repository / name / "1" / "model.py").write_text(body)
 
 
 def _processes_mentioning(text: str) -> list:
@@ -74,7 +62,7 @@ def test_stop_leaves_no_process_and_no_shared_memory(repository):
 
 def test_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
     repository = tmp_path / "repo"
-    _python_model(repository, "broken", (
+    python_model(repository, "broken", (
         "class TritonPythonModel:\n"
         "    def initialize(self, args):\n"
         "        raise RuntimeError('deliberately broken model for the test')\n"
@@ -88,7 +76,7 @@ def test_model_that_fails_to_load_is_reported_with_the_log(tmp_path):
 
 def test_readiness_wait_has_a_timeout(tmp_path):
     repository = tmp_path / "repo"
-    _python_model(repository, "slow", (
+    python_model(repository, "slow", (
         "import time\n"
         "class TritonPythonModel:\n"
         "    def initialize(self, args):\n"
@@ -160,7 +148,7 @@ def test_cli_serve_predict_and_ctrl_c(repository):
 
 def test_cli_serve_exits_non_zero_when_a_model_fails(tmp_path):
     repository = tmp_path / "repo"
-    _python_model(repository, "broken", (
+    python_model(repository, "broken", (
         "class TritonPythonModel:\n"
         "    def initialize(self, args):\n"
         "        raise ValueError('cannot load: missing vocabulary')\n"

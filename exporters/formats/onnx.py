@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Mapping
 
 from tritonize import protocol
 from tritonize.exporters import configs
