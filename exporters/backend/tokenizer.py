@@ -29,7 +29,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, error_response, int_param, param, strings
+from tritonize_step import RequestError, encode_per_request, int_param, param, strings
 
 
 class TritonPythonModel:
@@ -59,32 +59,17 @@ class TritonPythonModel:
         return min(self.max_length, rounded)
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        batch, owners = [], []
-        for index, request in enumerate(requests):
-            try:
-                texts = strings(request, self.text_input, self.max_chars)
-            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
-                responses[index] = error_response(self.name, exc)
-                continue
-            owners.append((index, len(batch), len(texts)))
-            batch.extend(texts)
-        if not batch:
-            return responses
-        try:
-            encodings = self.tokenizer.encode_batch(batch)
-        except Exception as exc:  # noqa: BLE001
-            for index, _, _ in owners:
-                responses[index] = error_response(self.name, exc)
-            return responses
+        return encode_per_request(
+            self.name, requests,
+            read=lambda request: strings(request, self.text_input, self.max_chars),
+            encode=self._encode,
+            respond=self._response,
+        )
+
+    def _encode(self, texts):
         # one list of windows per text (a single window when nothing overflows)
-        windows = [[e] + list(e.overflowing) if self.windows else [e] for e in encodings]
-        for index, start, size in owners:
-            try:
-                responses[index] = self._response(windows[start : start + size])
-            except Exception as exc:  # noqa: BLE001
-                responses[index] = error_response(self.name, exc)
-        return responses
+        encodings = self.tokenizer.encode_batch(texts)
+        return [[e] + list(e.overflowing) if self.windows else [e] for e in encodings]
 
     def _response(self, windows):
         """One request's tensors, padded to its own longest window."""

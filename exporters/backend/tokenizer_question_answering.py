@@ -27,7 +27,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, error_response, int_param, param, strings
+from tritonize_step import RequestError, encode_per_request, int_param, param, strings
 
 
 class TritonPythonModel:
@@ -76,31 +76,10 @@ class TritonPythonModel:
         return list(zip(questions, contexts))
 
     def execute(self, requests):
-        responses = [None] * len(requests)
-        pairs, owners = [], []
-        for index, request in enumerate(requests):
-            try:
-                mine = self._pairs(request)
-            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
-                responses[index] = error_response(self.name, exc)
-                continue
-            owners.append((index, len(pairs), len(mine)))
-            pairs.extend(mine)
-        if not pairs:
-            return responses
-        try:
-            encodings = self.tokenizer.encode_batch(pairs)
-        except Exception as exc:  # noqa: BLE001
-            for index, _, _ in owners:
-                responses[index] = error_response(self.name, exc)
-            return responses
-        windows = [[e] + list(e.overflowing) for e in encodings]
-        for index, start, size in owners:
-            try:
-                responses[index] = self._response(windows[start : start + size])
-            except Exception as exc:  # noqa: BLE001
-                responses[index] = error_response(self.name, exc)
-        return responses
+        return encode_per_request(self.name, requests, read=self._pairs, encode=self._encode, respond=self._response)
+
+    def _encode(self, pairs):
+        return [[e] + list(e.overflowing) for e in self.tokenizer.encode_batch(pairs)]
 
     def _response(self, windows):
         if self.max_windows:

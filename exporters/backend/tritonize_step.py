@@ -87,3 +87,36 @@ def request_parameters(request):
     if not isinstance(given, dict):
         raise RequestError("request parameters must be a JSON object")
     return given
+
+
+def encode_per_request(step, requests, read, encode, respond):
+    """The tokenizer steps' loop: one tokenizer call for the whole batch, one answer per request.
+
+    ``read(request)`` returns the request's items (its error fails it alone),
+    ``encode(items)`` encodes every item of every request at once, and
+    ``respond(encodings)`` turns one request's encodings into its response.
+    """
+    responses = [None] * len(requests)
+    batch, owners = [], []
+    for index, request in enumerate(requests):
+        try:
+            items = read(request)
+        except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+            responses[index] = error_response(step, exc)
+            continue
+        owners.append((index, len(batch), len(items)))
+        batch.extend(items)
+    if not batch:
+        return responses
+    try:
+        encodings = encode(batch)
+    except Exception as exc:  # noqa: BLE001
+        for index, _, _ in owners:
+            responses[index] = error_response(step, exc)
+        return responses
+    for index, start, size in owners:
+        try:
+            responses[index] = respond(encodings[start : start + size])
+        except Exception as exc:  # noqa: BLE001
+            responses[index] = error_response(step, exc)
+    return responses
