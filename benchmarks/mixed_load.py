@@ -28,8 +28,8 @@ text) to the NER and QA models of ``after``, timed, with the encoder stubs'
 peak RSS after it.
 
 ``--soak SECONDS`` finally runs the same mixed load on ``after`` for that long
-and samples every stub's RSS every 15 s: the README's "no upward trend" is the
-slope of the second half of those samples.
+and samples every stub's RSS every 10 s: the README's "no upward trend" is the
+mean and the max of the second half of those samples against the first.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def main() -> int:
 
 
 def soak(server, tweets: List[str], seconds: float, short_callers: int) -> None:
-    """The mixed load on 'after' for ``seconds``, every stub's RSS sampled every 15 s."""
+    """The mixed load on 'after' for ``seconds``, every stub's RSS sampled every 10 s."""
     samples: List[tuple] = []
     load = Load(server.grpc_url, "after", tweets, short_callers)
     worker = threading.Thread(target=load.run, args=(seconds,))
@@ -266,21 +266,16 @@ def soak(server, tweets: List[str], seconds: float, short_callers: int) -> None:
     while worker.is_alive():
         running = {k: v for k, v in stubs(server.pid).items() if "-after_" in k}
         samples.append((time.monotonic() - started, {k: memory_mb(pid, "VmRSS") for k, pid in running.items()}))
-        worker.join(timeout=15)
+        worker.join(timeout=10)
     print(f"\nsoak: {seconds:.0f}s of the mixed load on 'after' "
           f"({sum(len(v) for v in load.latencies.values())} calls, {sum(load.errors.values())} errors); "
           f"RSS of each stub, MB:")
-    print(f"{'stub':28} {'first':>7} {'max':>7} {'last':>7} {'2nd-half slope MB/min':>22}")
+    print(f"{'stub':32} {'first':>6} {'1st-half mean/max':>18} {'2nd-half mean/max':>18} {'last':>6}")
     for name in sorted(samples[-1][1]):
-        series = [(t, s[name]) for t, s in samples if name in s]
-        half = series[len(series) // 2:]
-        slope = 0.0
-        if len(half) >= 2:
-            mean_t = sum(t for t, _ in half) / len(half)
-            mean_v = sum(v for _, v in half) / len(half)
-            var = sum((t - mean_t) ** 2 for t, _ in half)
-            slope = sum((t - mean_t) * (v - mean_v) for t, v in half) / var * 60 if var else 0.0
-        print(f"{name:28} {series[0][1]:7.0f} {max(v for _, v in series):7.0f} {series[-1][1]:7.0f} {slope:22.1f}")
+        series = [v for _, s in samples if name in s for v in [s[name]]]
+        first, second = series[: len(series) // 2], series[len(series) // 2:]
+        print(f"{name:32} {series[0]:6.0f} {sum(first) / len(first):9.0f}/{max(first):<8.0f} "
+              f"{sum(second) / len(second):9.0f}/{max(second):<8.0f} {series[-1]:6.0f}")
     lat = load.latencies
     print("latencies during the soak: " + ", ".join(
         f"{kind} p50 {percentile(v, .5):.0f} ms / p95 {percentile(v, .95):.0f} ms" for kind, v in lat.items()))
