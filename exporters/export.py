@@ -167,7 +167,7 @@ def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name
         },
     )
     configs.add_dynamic_batching(config, spec.batcher)
-    configs.add_instances(config, 1)
+    configs.add_instances(config, spec.instances)
     return config
 
 

@@ -77,7 +77,7 @@ def test_every_ensemble_tensor_is_produced_before_it_is_consumed(exported):
 
 def test_batching_and_instances(exported):
     backend, repository, configs = exported
-    for name in ("clf_tokenizer", "clf_encoder"):
+    for name in ("clf_tokenizer", "clf_encoder", "clf_postprocess"):
         assert configs[name].HasField("dynamic_batching"), name
         assert configs[name].instance_group[0].count == 2
     encoder = configs["clf_encoder"]

@@ -63,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="encoder format: python-onnxruntime (default, runs locally) or onnxruntime "
                              "(native ORT backend of the NGC container)")
     export.add_argument("--max-batch-size", type=_positive, default=32)
-    export.add_argument("--instances", type=_positive, default=1, help="instances of tokenizer and encoder")
+    export.add_argument("--instances", type=_positive, default=1,
+                        help="instances of each step (tokenizer, encoder, postprocess); default 1")
     export.add_argument("--max-length", type=_positive, default=None,
                         help="truncate at this many tokens (default: the model's maximum)")
     export.add_argument("--atol", type=float, default=1e-4,

@@ -7,20 +7,16 @@ limit, shapes that agree: else INVALID_ARG for that request alone) and hands
 its rows to one scheduler thread, which answers through the request's
 response sender as soon as all of its rows are done.
 
-The scheduler works as TEI's ``--max-batch-tokens`` does. Each step it takes
-rows from the pending requests, fewest rows left first (the oldest request
-always gets a share, so nothing starves), up to ``max_batch_tokens`` real
-tokens; sorts them by true length; and runs them as sub-batches of at most
+The scheduler works as TEI's ``--max-batch-tokens`` does: ``execute`` only
+queues a request's rows and returns (Triton hands the next batch over at
+once), and one thread runs ONNX Runtime on runs of at most
 ``max_batch_tokens`` *padded* tokens, each padded only to its own longest
-row. So the memory of one ONNX Runtime run is bounded by the budget, never
-by the request; a long text does not pad everyone else; and the short
-requests that the dynamic batcher merged with a 256-window text are answered
-after the first step, not after the whole text.
-
-One limit is the Python backend's: a non-decoupled model gets its next batch
-only when every request of the current one is answered, so a request that
-arrives while one instance computes a long text waits for it (bounded by
-``--max-windows``); a second instance (``--instances 2``) takes it instead.
+row. Every run takes rows from the requests with the fewest tokens left
+first, and every other run starts with the oldest request (with half the
+budget when others wait), so nothing starves. So the memory of one run is
+bounded by the budget, never by the request; a long text never pads the
+short ones; and a short request that arrives while a 256-window text is being
+computed waits for one run, not for the text.
 
 Pending work is bounded too (twice ``max_batch_size`` requests): past it,
 ``execute`` waits, Triton's queue fills, and its queue policy refuses new
@@ -31,6 +27,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import onnxruntime as ort
@@ -51,15 +48,18 @@ class Job:
         self.rows = rows  # indices (into rows_total) of the rows to compute
         self.lengths = lengths  # true length of each of those rows
         self.outputs = outputs  # name -> zeros [rows_total(, width), ...]
-        self.cursor = 0  # rows handed to the scheduler so far
+        # rows not yet run, shortest first (so that a run's width grows slowly), and their tokens
+        self.todo = deque(sorted(range(len(rows)), key=lambda k: int(lengths[k])))
+        self.tokens_left = int(lengths.sum())
         self.done = 0  # rows computed so far
         self.failed = False
         self.sent = False
         self.arrived = time.monotonic()
 
-    @property
-    def tokens_left(self):
-        return int(self.lengths[self.cursor :].sum())
+    def take(self):
+        k = self.todo.popleft()
+        self.tokens_left -= int(self.lengths[k])
+        return k
 
 
 class RunMetrics:
@@ -152,6 +152,7 @@ class TritonPythonModel:
             self.metrics = None
 
         self.pending = []  # jobs with rows not yet computed, in arrival order
+        self.turn = 0  # runs so far: every other one starts with the oldest job
         self.max_pending = 2 * max(1, int(config.get("max_batch_size", 1)))
         self.lock = threading.Condition()
         self.stopping = False
@@ -250,51 +251,42 @@ class TritonPythonModel:
                     self.lock.wait()
                 if not self.pending:
                     return
-                picked = self._pick()
-                if not picked:  # every pending row is in flight elsewhere: should not happen, never spin
+                group = self._pick()
+                if not group:  # every pending row is in flight: should not happen, never spin
                     self.lock.wait(0.05)
                     continue
-            for group in self._groups(picked):
-                try:
-                    self._run(group)
-                except Exception as exc:  # noqa: BLE001 - the scheduler never dies
-                    for job in {id(job): job for job, _ in group}.values():
-                        self._fail(job, exc)
+            try:
+                self._run(group)
+            except Exception as exc:  # noqa: BLE001 - the scheduler never dies
+                for job in {id(job): job for job, _ in group}.values():
+                    self._fail(job, exc)
 
     def _pick(self):
-        """Rows for one step: fewest tokens left first, the oldest request always gets a share."""
-        picked, tokens = [], 0
-        order = sorted((j for j in self.pending if j.cursor < len(j.rows)), key=lambda j: (j.tokens_left, j.arrived))
-        oldest = min(order, key=lambda j: j.arrived) if order else None
+        """The rows of the next run: at most ``budget`` padded tokens (one row at least).
 
-        def take(job, limit):
-            nonlocal tokens
-            while job.cursor < len(job.rows) and (tokens < limit or not picked):
-                picked.append((job, job.cursor))
-                tokens += int(job.lengths[job.cursor])
-                job.cursor += 1
-
-        if oldest is not None and len(order) > 1:
-            take(oldest, self.budget // 2)
-        for job in order:
-            if tokens >= self.budget:
-                break
-            take(job, self.budget)
-        return picked
-
-    def _groups(self, picked):
-        """Sorted by length, cut into sub-batches of at most ``budget`` padded tokens."""
-        picked.sort(key=lambda item: int(item[0].lengths[item[1]]))
-        groups, current = [], []
-        for item in picked:
-            length = int(item[0].lengths[item[1]])  # the longest so far: rows come sorted
-            if current and (len(current) + 1) * length > self.budget:
-                groups.append(current)
-                current = []
-            current.append(item)
-        if current:
-            groups.append(current)
-        return groups
+        Requests with the fewest tokens left come first, so a short request
+        waits for one run at most; every other run starts with the oldest
+        request (with half the budget when others wait), so nothing starves.
+        """
+        waiting = sorted((j for j in self.pending if j.todo and not j.sent), key=lambda j: (j.tokens_left, j.arrived))
+        if not waiting:
+            return []
+        self.turn += 1
+        budget = self.budget
+        if len(waiting) > 1 and self.turn % 2 == 0:
+            oldest = min(waiting, key=lambda j: j.arrived)
+            waiting.remove(oldest)
+            waiting.insert(0, oldest)
+            budget = max(self.budget // 2, 1)
+        group, width = [], 0
+        for job in waiting:
+            while job.todo:
+                wider = max(width, int(job.lengths[job.todo[0]]))
+                if group and (len(group) + 1) * wider > budget:
+                    return group
+                group.append((job, job.take()))
+                width = wider
+        return group
 
     def _run(self, group):
         longest = max(int(job.lengths[k]) for job, k in group)
