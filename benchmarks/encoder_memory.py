@@ -6,8 +6,10 @@ Needs an exported encoder (``make demo`` writes model_repository/pii_encoder).
 Each setting runs in a fresh process, in-process ONNX Runtime with the
 encoder step's own session options, on the same sequence of batches the
 token-budget scheduler forms under mixed load: batches of 1 to 64 rows of 8
-to 512 tokens (at most 8,192 padded tokens each, seeded), interleaved with a
-few big ones (the budget's worth, as a long text gives). It prints rows/s,
+to 512 tokens (at most ``--budget`` padded tokens each, seeded), interleaved
+with a few big ones (the budget's worth, as a long text gives). It ends with
+the speed of one run by budget (tokens/s for rows of 512 and of 128 tokens),
+which is how the encoder's default budget on a CPU was chosen. It prints rows/s,
 the RSS after warm-up, the peak RSS (VmHWM) and the RSS at the end:
 
 * ``ort-defaults``: arena and memory patterns on (ONNX Runtime's defaults);
@@ -102,11 +104,14 @@ def main() -> int:
     parser.add_argument("--model", type=Path, default=REPO_ROOT / "model_repository" / "pii_encoder" / "1" / "model.onnx")
     parser.add_argument("--runs", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=8192)
+    parser.add_argument("--budget", type=int, default=2048, help="the encoder step's default on a CPU")
     parser.add_argument("--max-length", type=int, default=None,
                         help="longest row (default: the encoder config's tritonize.max_positions, else 512)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "budgets":
+        print(json.dumps(budgets(str(args.model))))
+        return 0
     if args.child:
         print(json.dumps(child(str(args.model), args.child, args.runs, args.budget)))
         return 0
@@ -133,12 +138,49 @@ def main() -> int:
     print(f"\n{args.model} ({args.runs} runs of up to {args.budget} padded tokens, rows of 8 to {max_length} "
           f"tokens; medians of {args.rounds} rounds)")
     print(f"{'setting':16} {'rows/s':>8} {'RSS warm MB':>12} {'peak MB':>8} {'end MB':>8}")
+    speeds = json.loads(subprocess.run(
+        [sys.executable, __file__, "--model", str(args.model), "--child", "budgets"],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout.strip().splitlines()[-1])
     base = statistics.median(r["rows_per_s"] for r in results["ort-defaults"])
     for name, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         print(f"{name:16} {med['rows_per_s']:8.1f} {med['warm_mb']:12.0f} {med['peak_mb']:8.0f} "
               f"{med['end_mb']:8.0f}   speed {med['rows_per_s'] / base:.2f}x of ort-defaults")
+    print("\nspeed of one run by budget (the encoder step's settings), tokens/s:")
+    print(f"{'budget':>8} {'rows of 512':>12} {'rows of 128':>12}")
+    for budget, by_length in speeds.items():
+        print(f"{budget:>8} {by_length['512']:12.0f} {by_length['128']:12.0f}")
     return 0
+
+
+def budgets(model: str) -> dict:
+    import time
+
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_mem_pattern = False
+    session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    rng = np.random.default_rng(0)
+    out: dict = {}
+    for budget in (1024, 2048, 4096, 8192, 16384):
+        out[budget] = {}
+        for length in (512, 128):
+            rows = max(1, budget // length)
+            ids = rng.integers(5, 100, size=(rows, length), dtype=np.int64)
+            feed = {n: ids if n == "input_ids" else (np.ones_like(ids) if n == "attention_mask" else np.zeros_like(ids))
+                    for n in names}
+            session.run(None, feed)
+            started, tokens = time.perf_counter(), 0
+            while time.perf_counter() - started < 3:
+                session.run(None, feed)
+                tokens += rows * length
+            out[budget][str(length)] = tokens / (time.perf_counter() - started)
+    return out
 
 
 if __name__ == "__main__":

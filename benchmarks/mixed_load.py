@@ -10,7 +10,7 @@ three models twice into a temporary repository:
   memory defaults (arena and memory patterns on): every row of a dynamic batch
   runs as one ONNX Runtime batch padded to its longest row, as before the
   scheduler;
-* ``after``: the defaults of ``tritonize export`` (8,192-token budget on a CPU,
+* ``after``: the defaults of ``tritonize export`` (2,048-token budget on a CPU,
   rows sorted by length, early answers, arena off);
 * ``after-x2``: the same with ``--instances 2`` (two tokenizer and encoder
   instances: a request that arrives while one computes a long text takes the other).

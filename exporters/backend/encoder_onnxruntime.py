@@ -35,7 +35,7 @@ import triton_python_backend_utils as pb_utils
 
 from tritonize_step import RequestError, error_for, int_param, internal, param
 
-DEFAULT_MAX_BATCH_TOKENS = {"CPU": 8192, "GPU": 16384}
+DEFAULT_MAX_BATCH_TOKENS = {"CPU": 2048, "GPU": 16384}  # CPU: smaller runs are faster per token here
 
 
 class Job:
@@ -108,7 +108,10 @@ class TritonPythonModel:
         self.max_rows = int_param(config, "tritonize.max_rows", 0)
         kind = "GPU" if args.get("model_instance_kind") == "GPU" else "CPU"
         budget = param(config, "tritonize.max_batch_tokens", "auto")
-        self.budget = DEFAULT_MAX_BATCH_TOKENS[kind] if budget in ("", "auto") else int(budget)
+        if budget in ("", "auto"):  # at least one full sequence per run
+            self.budget = max(DEFAULT_MAX_BATCH_TOKENS[kind], self.max_positions)
+        else:
+            self.budget = int(budget)
         if self.budget <= 0:  # no budget: everything pending runs as one batch (for comparison only)
             self.budget = 1 << 62
         self.rank = len(config["input"][0]["dims"]) + 1  # with the batch dimension
@@ -264,9 +267,11 @@ class TritonPythonModel:
     def _pick(self):
         """The rows of the next run: at most ``budget`` padded tokens (one row at least).
 
-        Requests with the fewest tokens left come first, so a short request
-        waits for one run at most; every other run starts with the oldest
-        request (with half the budget when others wait), so nothing starves.
+        Requests with the fewest tokens left come first, and a run that holds
+        rows is topped up only with requests it finishes, so a short request
+        waits for the run in progress and then runs with its peers; every other
+        run starts with the oldest request (with half the budget when others
+        wait), so nothing starves.
         """
         waiting = sorted((j for j in self.pending if j.todo and not j.sent), key=lambda j: (j.tokens_left, j.arrived))
         if not waiting:
@@ -280,6 +285,12 @@ class TritonPythonModel:
             budget = max(self.budget // 2, 1)
         group, width = [], 0
         for job in waiting:
+            if group:
+                # a run that already holds rows is topped up only with requests it finishes: the rows
+                # of a long text never slow down the run that answers the short requests
+                wider = max(width, int(job.lengths[job.todo[-1]]))
+                if (len(group) + len(job.todo)) * wider > budget:
+                    return group
             while job.todo:
                 wider = max(width, int(job.lengths[job.todo[0]]))
                 if group and (len(group) + 1) * wider > budget:
