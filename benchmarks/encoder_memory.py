@@ -13,10 +13,9 @@ which is how the encoder's default budget on a CPU was chosen. It prints rows/s,
 the RSS after warm-up, the peak RSS (VmHWM) and the RSS at the end:
 
 * ``ort-defaults``: arena and memory patterns on (ONNX Runtime's defaults);
-* ``no-mem-pattern``: arena on, memory patterns off;
+* ``no-mem-pattern``: arena on, memory patterns off (what the encoder step uses);
 * ``arena-shrink``: arena on, patterns off, and the arena shrunk back after
-  every run past half the budget (``memory.enable_memory_arena_shrinkage``):
-  what the encoder step uses;
+  every run past half the budget (``memory.enable_memory_arena_shrinkage``);
 * ``no-arena``: both off.
 
 Settings alternate in rounds (``--rounds``) so that a noisy machine treats

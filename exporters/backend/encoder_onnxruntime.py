@@ -121,16 +121,11 @@ class TritonPythonModel:
         threads = int_param(config, "tritonize.intra_op_threads", 0)
         if threads > 0:
             options.intra_op_num_threads = threads
-        # Shapes change with every batch: memory patterns would be planned (and kept) per shape,
-        # and the arena keeps the largest run's buffers for good. So patterns are off and the CPU
-        # arena is shrunk back after every big run: the speed of the arena, the RSS of no arena
-        # (benchmarks/encoder_memory.py). "tritonize.ort_defaults" = "1" restores ORT's defaults.
-        ort_defaults = param(config, "tritonize.ort_defaults", "0") == "1"
-        options.enable_mem_pattern = ort_defaults
-        self.shrink = None
-        if not ort_defaults and kind == "CPU":
-            self.shrink = ort.RunOptions()
-            self.shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        # Shapes change with every batch: memory patterns would be planned (and kept) per shape. With
+        # them off, the arena is bounded by the budget's largest run and keeps ORT's speed; shrinking
+        # it after big runs, or no arena, costs speed for little (benchmarks/encoder_memory.py).
+        # "tritonize.ort_defaults" = "1" restores ONNX Runtime's defaults.
+        options.enable_mem_pattern = param(config, "tritonize.ort_defaults", "0") == "1"
         providers = ["CPUExecutionProvider"]
         if kind == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
             device = int(args.get("model_instance_device_id", 0))
@@ -311,8 +306,7 @@ class TritonPythonModel:
             feed[onnx_name] = batch
         names = list(self.output_map.values())
         try:
-            big = self.shrink is not None and len(group) * longest > self.budget // 2
-            results = dict(zip(names, self.session.run(names, feed, self.shrink if big else None)))
+            results = dict(zip(names, self.session.run(names, feed)))
         except Exception as exc:  # noqa: BLE001 - fail the requests of this group, keep serving
             for job in {id(job): job for job, _ in group}.values():
                 self._fail(job, exc)
