@@ -12,8 +12,8 @@ three models twice into a temporary repository:
   scheduler;
 * ``after``: the defaults of ``tritonize export`` (2,048-token budget on a CPU,
   rows sorted by length, early answers, arena off);
-* ``after-x2``: the same with ``--instances 2`` (two tokenizer and encoder
-  instances: a request that arrives while one computes a long text takes the other).
+* ``after-x2``: the same with ``--instances 2`` (two instances of every step:
+  a short request finds one free while the other computes a long text).
 
 Rounds alternate between the two (this machine is shared and noisy, so only
 figures of the same run are compared). In each round, ``--short-callers``
