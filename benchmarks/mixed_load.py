@@ -11,11 +11,11 @@ three models twice into a temporary repository:
   runs as one ONNX Runtime batch padded to its longest row, as before the
   scheduler;
 * ``after``: the defaults of ``tritonize export`` (2,048-token budget on a CPU,
-  rows sorted by length, early answers, arena off);
+  rows sorted by length, early answers, memory patterns off);
 * ``after-x2``: the same with ``--instances 2`` (two instances of every step:
   a short request finds one free while the other computes a long text).
 
-Rounds alternate between the two (this machine is shared and noisy, so only
+Rounds alternate between the variants (this machine is shared and noisy, so only
 figures of the same run are compared). In each round, ``--short-callers``
 threads send one-tweet classification requests back to back, two threads
 short PII texts (40 to 300 characters) to the same NER model that one more
