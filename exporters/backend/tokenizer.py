@@ -29,7 +29,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, encode_per_request, int_param, param, strings
+from tritonize_step import RequestError, check_windows, encode_per_request, int_param, param, strings
 
 
 class TritonPythonModel:
@@ -75,14 +75,7 @@ class TritonPythonModel:
         """One request's tensors, padded to its own longest window."""
         if not windows:
             raise RequestError(f"input '{self.text_input}' holds no text; send at least one")
-        if self.max_windows:
-            for row, text_windows in enumerate(windows):
-                if len(text_windows) > self.max_windows:
-                    raise RequestError(
-                        f"input '{self.text_input}'[{row}] needs {len(text_windows)} windows of "
-                        f"{self.max_length} tokens; this model accepts at most {self.max_windows} per text "
-                        "(export option --max-windows)"
-                    )
+        check_windows(windows, self.text_input, self.max_windows, self.max_length, "text")
         length = self._length(max(len(w.ids) for ws in windows for w in ws))
         count = max(len(ws) for ws in windows)
         shape = (len(windows), count, length)

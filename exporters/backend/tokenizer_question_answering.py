@@ -27,7 +27,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, encode_per_request, int_param, param, strings
+from tritonize_step import RequestError, check_windows, encode_per_request, int_param, param, strings
 
 
 class TritonPythonModel:
@@ -82,13 +82,7 @@ class TritonPythonModel:
         return [[e] + list(e.overflowing) for e in self.tokenizer.encode_batch(pairs)]
 
     def _response(self, windows):
-        if self.max_windows:
-            for row, pair_windows in enumerate(windows):
-                if len(pair_windows) > self.max_windows:
-                    raise RequestError(
-                        f"input 'CONTEXT'[{row}] needs {len(pair_windows)} windows of {self.max_seq_len} tokens; "
-                        f"this model accepts at most {self.max_windows} per pair (export option --max-windows)"
-                    )
+        check_windows(windows, "CONTEXT", self.max_windows, self.max_seq_len, "pair")
         length = max(len(w.ids) for ws in windows for w in ws)
         shape = (len(windows), max(len(ws) for ws in windows), length)
         arrays = {

@@ -78,6 +78,18 @@ def strings(request, name, max_chars=0):
     return texts
 
 
+def check_windows(windows, name, limit, tokens, per):
+    """Refuse an item of ``windows`` (one list of windows per text or pair) that needs more than ``limit``."""
+    if not limit:
+        return
+    for row, item_windows in enumerate(windows):
+        if len(item_windows) > limit:
+            raise RequestError(
+                f"input '{name}'[{row}] needs {len(item_windows)} windows of {tokens} tokens; this model accepts "
+                f"at most {limit} per {per} (export option --max-windows)"
+            )
+
+
 def request_parameters(request):
     """The request's parameters as a dict (KServe v2 request parameters)."""
     try:
