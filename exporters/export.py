@@ -23,8 +23,11 @@ from tritonize.exporters.onnx_export import OnnxEncoder, build_encoder
 from tritonize.exporters.configs import DynamicBatcher, QueuePolicy
 from tritonize.exporters.tasks.base import DEFAULT_LIMITS, ExportSpec, RequestLimits, TaskPlugin
 
-DEFAULT_QUEUE = QueuePolicy()
 from tritonize.exporters.writer import RepositoryWriter, Staging
+from tritonize.exporters import accuracy, variants
+from tritonize.exporters.accuracy import DEFAULT_MIN_AGREEMENT
+
+DEFAULT_QUEUE = QueuePolicy()
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -45,6 +48,13 @@ class ExportOptions:
     max_batch_tokens: Optional[int] = None  # None: 2048 on CPU, 16384 on GPU
     max_queue_size: int = DEFAULT_QUEUE.max_queue_size
     queue_timeout_ms: float = 0.0
+    optimize: Optional[str] = None  # O1 | O2 | O3 (optimum's ORTOptimizer levels)
+    quantize: Optional[str] = None  # int8 (optimum's ORTQuantizer, dynamic)
+    quantize_for: Optional[str] = None  # avx2 | avx512 | avx512_vnni | arm64 (None: this CPU)
+    eval_texts: Optional[Path] = None  # the accuracy gate's inputs (None: the built-in set)
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
+    allow_spinning: bool = False
     task_options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,6 +65,7 @@ class ExportResult:
     models: List[str]
     max_abs_diff: float
     seconds: float
+    graph: Dict[str, str] = field(default_factory=dict)  # the served graph and its gate record
 
 
 class Progress:
@@ -94,6 +105,12 @@ def _check_options(options: ExportOptions) -> None:
                         ("--max-queue-size", options.max_queue_size), ("--queue-timeout-ms", options.queue_timeout_ms)):
         if value < 0:
             raise ExportError(f"{flag} must be 0 (no limit) or more, got {value}")
+    if not 0.0 <= options.min_agreement <= 1.0:
+        raise ExportError(f"--min-agreement must be between 0 and 1, got {options.min_agreement}")
+    if options.threads is not None and options.threads < 1:
+        raise ExportError(f"--threads must be at least 1, got {options.threads}")
+    if options.quantize_for and not options.quantize:
+        raise ExportError("--quantize-for needs --quantize int8")
     if options.max_batch_tokens is not None and options.max_batch_tokens < 0:
         raise ExportError(f"--max-batch-tokens must be 0 (no budget) or more, got {options.max_batch_tokens}")
 
@@ -210,6 +227,7 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
             protocol.PARAM_VERSION: tritonize.__version__,
             protocol.PARAM_MAX_LENGTH: str(spec.max_length),
             "tritonize.backend": fmt.name,
+            **spec.graph,
             protocol.PARAM_MAX_TEXT_CHARS: str(spec.limits.max_text_chars),
             **({protocol.PARAM_MAX_WINDOWS: str(spec.limits.max_windows)} if task.windowed else {}),
             **task.ensemble_parameters(spec),
@@ -232,7 +250,9 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
             f"backend {fmt.name!r} cannot serve {task.name} yet (long texts are split into windows); "
             "use --backend python-onnxruntime"
         )
-    progress = Progress(total=5, stream=stream)
+    variant = variants.Variant(options.optimize, options.quantize, options.quantize_for)
+    eval_set = None if variant.plain else accuracy.read_eval_set(task, options.eval_texts)
+    progress = Progress(total=5 if variant.plain else 7, stream=stream)
 
     with progress(f"opening checkpoint {options.checkpoint}"):
         checkpoint = open_checkpoint(options.checkpoint)
@@ -250,24 +270,84 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
             limits=limits,
             batcher=batcher,
             options=task.options(checkpoint, {**options.task_options, "max_length": max_length}),
+            threads=options.threads,
+            allow_spinning=options.allow_spinning,
         )
 
     writer = RepositoryWriter(options.repository)
     with tempfile.TemporaryDirectory(prefix="tritonize-export-") as tmp:
-        encoder = build_encoder(checkpoint, task, Path(tmp), spec.max_length, options.atol, progress)
+        encoder, model = build_encoder(checkpoint, task, Path(tmp), spec.max_length, options.atol, progress)
+        if not variant.plain:
+            assert eval_set is not None
+            encoder = _gated_variant(variant, encoder, model, task, spec, eval_set, options.min_agreement,
+                                     Path(tmp) / "variants", progress)
+        del model
         with progress(f"writing {options.name} into {writer.repository}"):
             with writer.transaction() as staging:
                 models = write_models(spec, task, fmt, encoder, staging)
     seconds = time.perf_counter() - started
+    gate = ""
+    if not variant.plain:
+        gate = (f"; {spec.graph[protocol.PARAM_GRAPH]} graph agrees with the pipeline on "
+                f"{float(spec.graph[protocol.PARAM_AGREEMENT]):.2%} of {spec.graph[protocol.PARAM_EVAL_INPUTS]} inputs")
     stream.write(
         f"exported {options.name} ({task.name}, {fmt.name}) to {writer.repository}: "
-        f"{', '.join(models)}; ONNX vs PyTorch max |diff| {encoder.max_abs_diff:.1e}; {seconds:.1f}s\n"
+        f"{', '.join(models)}; ONNX vs PyTorch max |diff| {encoder.max_abs_diff:.1e}{gate}; {seconds:.1f}s\n"
     )
-    return ExportResult(options.name, writer.repository, models, encoder.max_abs_diff, seconds)
+    return ExportResult(options.name, writer.repository, models, encoder.max_abs_diff, seconds, dict(spec.graph))
+
+
+def _gated_variant(variant: variants.Variant, encoder: OnnxEncoder, model: Any, task: TaskPlugin,
+                   spec: ExportSpec, eval_set: accuracy.EvalSet, min_agreement: float, work_dir: Path,
+                   progress: Progress) -> OnnxEncoder:
+    """The variant's encoder, if it answers as the pipeline does on the evaluation set; else ExportError.
+
+    For int8 the recipes are tried in order (each keeps more of the graph in
+    fp32), and the first that passes is served.
+    """
+    inputs = eval_set.inputs
+    with progress(f"answering {len(inputs)} evaluation inputs ({eval_set.source}) with the PyTorch pipeline"):
+        expected = accuracy.answers(task, model, spec, inputs)
+    recipes = variants.recipes_for(variant.target or variants.detect_target()) if variant.quantize else [None]
+    tried = []
+    with progress(f"building the {variant.name} graph (optimum) and gating it at {min_agreement:.2%} agreement"):
+        for recipe in recipes:
+            path = variants.build(variant, encoder.path, spec.checkpoint, work_dir, recipe)
+            result = accuracy.compare(expected, accuracy.variant_answers(task, path, spec, inputs), inputs)
+            tried.append((recipe, result))
+            if result.rate >= min_agreement:
+                spec.graph = {
+                    protocol.PARAM_GRAPH: variant.name,
+                    **({protocol.PARAM_INT8_RECIPE: recipe.name} if recipe else {}),
+                    protocol.PARAM_AGREEMENT: f"{result.rate:.4f}",
+                    protocol.PARAM_EVAL_INPUTS: str(result.total),
+                    protocol.PARAM_EVAL_SOURCE: eval_set.source,
+                }
+                return OnnxEncoder(path, encoder.input_names, encoder.output_names, encoder.output_ranks,
+                                   encoder.max_abs_diff)
+    scores = "; ".join(
+        f"{recipe.name if recipe else variant.name}: {result.agreed}/{result.total} ({result.rate:.2%})"
+        for recipe, result in tried
+    )
+    raise ExportError(
+        f"the {variant.name} graph answers differently from the pipeline: agreement below --min-agreement "
+        f"{min_agreement:.2%} on {len(inputs)} evaluation inputs ({eval_set.source}) [{scores}]; for example "
+        f"{tried[-1][1].examples[0] if tried[-1][1].examples else ''}. Nothing was written. Export the plain "
+        "fp32 graph, or another --optimize level, or lower --min-agreement if these answers are acceptable"
+    )
+
+
+def _short(graph: Dict[str, str]) -> Dict[str, Any]:
+    """The gate record with short keys, numbers as numbers."""
+    out: Dict[str, Any] = {key.split(".", 1)[1]: value for key, value in graph.items()}
+    for key, kind in (("agreement", float), ("eval_inputs", int)):
+        if key in out:
+            out[key] = kind(out[key])
+    return out
 
 
 def summary(result: ExportResult) -> str:
     return json.dumps(
         {"name": result.name, "repository": str(result.repository), "models": result.models,
-         "max_abs_diff": result.max_abs_diff, "seconds": round(result.seconds, 2)}
+         "max_abs_diff": result.max_abs_diff, "seconds": round(result.seconds, 2), **_short(result.graph)}
     )

@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -161,7 +161,8 @@ def build_encoder(
     max_length: int,
     atol: float,
     progress: Optional[Any] = None,
-) -> OnnxEncoder:
+) -> Tuple[OnnxEncoder, Any]:
+    """The validated fp32 encoder, and the PyTorch model it was checked against."""
     step = progress or (lambda _msg: _NullStage())
     with step("loading PyTorch weights"):
         supported_check(checkpoint, task)
@@ -170,7 +171,7 @@ def build_encoder(
         onnx_path = export_onnx(model, task, checkpoint, output_dir)
     with step(f"checking ONNX Runtime against PyTorch (atol {atol:.0e})"):
         encoder = validate(model, onnx_path, checkpoint, task, max_length, atol)
-    return encoder
+    return encoder, model
 
 
 class _NullStage:

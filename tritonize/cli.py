@@ -69,6 +69,28 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="truncate at this many tokens (default: the model's maximum)")
     export.add_argument("--atol", type=float, default=1e-4,
                         help="largest accepted |ONNX - PyTorch| on the validation texts (default 1e-4)")
+    speed = export.add_argument_group(
+        "graph and threads (a graph other than the plain fp32 export ships only if it passes the accuracy gate)")
+    speed.add_argument("--optimize", default=None, metavar="O1|O2|O3",
+                       help="fuse the graph with optimum's ORTOptimizer at this level (O4/fp16 is for GPUs)")
+    speed.add_argument("--quantize", default=None, metavar="int8",
+                       help="dynamic int8 with optimum's ORTQuantizer; the first recipe that passes the gate "
+                            "is served (per-channel; then FFN output, reduce-range, last layer in fp32)")
+    speed.add_argument("--quantize-for", default=None, metavar="avx2|avx512|avx512_vnni|arm64",
+                       help="the CPU the int8 graph is built for (default: this machine's)")
+    speed.add_argument("--eval-texts", type=Path, default=None, metavar="FILE",
+                       help="the gate's inputs: one text per line, or JSON Lines with \"text\" (or \"question\" "
+                            "and \"context\"); default: a built-in set of 100 texts / 100 pairs")
+    speed.add_argument("--min-agreement", type=float, default=0.99,
+                       help="share of evaluation inputs that must get the pipeline's answer (top label; "
+                            "entity_group, start, end; answer, start, end); below it nothing is written "
+                            "(default 0.99)")
+    speed.add_argument("--threads", type=_positive, default=None,
+                       help="ONNX Runtime intra-op threads per encoder instance (default: the cores divided "
+                            "among the encoder instances, at load time)")
+    speed.add_argument("--spin", action="store_true",
+                       help="let ONNX Runtime's threads spin between runs: lower latency on an idle machine, "
+                            "but it takes cores from the other steps (default: off)")
     limits = export.add_argument_group("limits and queues (past a limit a request is refused with INVALID_ARG)")
     limits.add_argument("--max-text-chars", type=_natural, default=100_000,
                         help="characters per text (question and context alike); 0: no limit (default 100000)")
@@ -237,6 +259,13 @@ def _export(args: argparse.Namespace) -> int:
         max_batch_tokens=args.max_batch_tokens,
         max_queue_size=args.max_queue_size,
         queue_timeout_ms=args.queue_timeout_ms,
+        optimize=args.optimize,
+        quantize=args.quantize,
+        quantize_for=args.quantize_for,
+        eval_texts=args.eval_texts,
+        min_agreement=args.min_agreement,
+        threads=args.threads,
+        allow_spinning=args.spin,
         task_options={
             key: value
             for key, value in (

@@ -71,6 +71,14 @@ PARAM_MAX_ANSWER_LEN = "tritonize.max_answer_len"
 PARAM_PAD_TO_MULTIPLE_OF = "tritonize.pad_to_multiple_of"
 PARAM_MAX_TEXT_CHARS = "tritonize.max_text_chars"  # characters per text; 0: no limit
 PARAM_MAX_WINDOWS = "tritonize.max_windows"  # windows per text (NER) or pair (QA); 0: no limit
+# the served graph, and what the accuracy gate measured of it (encoder and ensemble configs)
+PARAM_GRAPH = "tritonize.graph"  # fp32 | O1..O3 | int8 | O2+int8 ...
+PARAM_INT8_RECIPE = "tritonize.int8_recipe"
+PARAM_AGREEMENT = "tritonize.agreement"  # share of evaluation inputs answered as the pipeline does
+PARAM_EVAL_INPUTS = "tritonize.eval_inputs"  # how many
+PARAM_EVAL_SOURCE = "tritonize.eval_source"  # the --eval-texts file, or the built-in set
+PARAM_INTRA_OP_THREADS = "tritonize.intra_op_threads"  # ORT threads per encoder instance; auto: cores/instances
+PARAM_ALLOW_SPINNING = "tritonize.allow_spinning"  # ORT intra-op spin-wait: 1 or 0
 PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
 PARAM_VERSION = "tritonize.version"
 

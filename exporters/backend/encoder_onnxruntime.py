@@ -93,6 +93,19 @@ class RunMetrics:
             self.metrics["largest"].set(self.largest_value)
 
 
+def intra_op_threads(config):
+    """ORT intra-op threads of one instance: ``tritonize serve --threads``, the export's, or cores / instances."""
+    given = os.environ.get("TRITONIZE_INTRA_OP_THREADS") or param(config, "tritonize.intra_op_threads", "auto")
+    if given not in ("", "auto", "0"):
+        return int(given)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+    return max(1, cores // instances)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -118,9 +131,13 @@ class TritonPythonModel:
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = int_param(config, "tritonize.intra_op_threads", 0)
-        if threads > 0:
-            options.intra_op_num_threads = threads
+        self.threads = intra_op_threads(config)
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        # Spinning threads answer a little sooner, but take the cores that the tokenizer and
+        # postprocess steps (and gRPC) need between two runs: off unless the export asked for it.
+        spin = os.environ.get("TRITONIZE_ALLOW_SPINNING") or param(config, "tritonize.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
         # Shapes change with every batch: memory patterns would be planned (and kept) per shape. With
         # them off, the arena is bounded by the budget's largest run and keeps ORT's speed; shrinking
         # it after big runs, or no arena, costs speed for little (benchmarks/encoder_memory.py).
@@ -132,6 +149,12 @@ class TritonPythonModel:
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "model.onnx"), sess_options=options, providers=providers
+        )
+        used = self.session.get_session_options()
+        pb_utils.Logger.log_info(
+            f"{self.name}: ONNX Runtime session on {self.session.get_providers()[0]}, "
+            f"intra_op_num_threads={used.intra_op_num_threads}, "
+            f"allow_spinning={used.get_session_config_entry('session.intra_op.allow_spinning')}"
         )
         onnx_inputs = {i.name for i in self.session.get_inputs()}
         self.input_map = {k: v for k, v in self.input_map.items() if v in onnx_inputs}

@@ -28,6 +28,9 @@ def _common_parameters(spec: ExportSpec) -> dict:
         protocol.PARAM_TASK: spec.task,
         protocol.PARAM_ROLE: "encoder",
         "tritonize.pad_token_id": str(spec.checkpoint.tokenizer.pad_token_id or 0),
+        protocol.PARAM_INTRA_OP_THREADS: "auto" if spec.threads is None else str(spec.threads),
+        protocol.PARAM_ALLOW_SPINNING: "1" if spec.allow_spinning else "0",
+        **spec.graph,
     }
 
 

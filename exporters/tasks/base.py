@@ -51,6 +51,10 @@ class ExportSpec:
     limits: RequestLimits = DEFAULT_LIMITS
     batcher: DynamicBatcher = field(default_factory=DynamicBatcher)
     options: Dict[str, Any] = field(default_factory=dict)
+    threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
+    allow_spinning: bool = False
+    #: the served graph and its gate record (protocol.PARAM_GRAPH ...), set once the encoder is built
+    graph: Dict[str, str] = field(default_factory=lambda: {protocol.PARAM_GRAPH: "fp32"})
 
 
 class TaskPlugin(ABC):
@@ -133,3 +137,31 @@ class TaskPlugin(ABC):
     @abstractmethod
     def validation_texts(self) -> List[str]:
         """Texts on which the ONNX encoder is checked against PyTorch."""
+
+    # -- the accuracy gate (exporters/accuracy.py) ---------------------------
+    #: optimum's ORTModel class that runs this task's head in a transformers pipeline
+    ort_model_class: ClassVar[str] = ""
+
+    def pipeline_kwargs(self, spec: ExportSpec) -> Dict[str, Any]:
+        """Call arguments that make ``pipeline(self.name)`` answer as the served model does."""
+        return {}
+
+    def eval_item(self, item: Any, where: str) -> Any:
+        """One evaluation input from a JSON Lines object or a plain line (a text by default)."""
+        if isinstance(item, dict):
+            item = item.get("text")
+        if not isinstance(item, str) or not item.strip():
+            raise ExportError(f"{where}: expected a text (a line, or a JSON object with a \"text\" string)")
+        return item
+
+    def default_eval_inputs(self) -> List[Any]:
+        from tritonize.exporters.eval_data import TEXTS
+
+        return list(TEXTS)
+
+    def run_pipeline(self, pipe: Any, inputs: Sequence[Any], spec: ExportSpec) -> List[Any]:
+        return list(pipe(list(inputs), **self.pipeline_kwargs(spec)))
+
+    @abstractmethod
+    def agreement_key(self, result: Any) -> Any:
+        """What must be equal between the pipeline's answer and a variant's for one input to agree."""

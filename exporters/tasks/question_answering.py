@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 
 from tritonize import protocol
 from tritonize.exporters.checkpoint import Checkpoint, ExportError
@@ -29,6 +29,7 @@ class QuestionAnsweringTask(TaskPlugin):
     encoder_outputs = {protocol.START_LOGITS: "start_logits", protocol.END_LOGITS: "end_logits"}
     postprocess_source = "postprocess_question_answering.py"
     tokenizer_source = "tokenizer_question_answering.py"
+    ort_model_class = "ORTModelForQuestionAnswering"
     windowed = True
 
     def options(self, checkpoint: Checkpoint, given: Mapping[str, Any]) -> Dict[str, Any]:
@@ -115,6 +116,28 @@ class QuestionAnsweringTask(TaskPlugin):
             protocol.PARAM_MAX_QUESTION_LEN: str(spec.options["max_question_len"]),
             protocol.PARAM_MAX_ANSWER_LEN: str(spec.options["max_answer_len"]),
         }
+
+    def pipeline_kwargs(self, spec: ExportSpec) -> Dict[str, Any]:
+        return {key: spec.options[key] for key in ("max_seq_len", "doc_stride", "max_question_len", "max_answer_len")}
+
+    def eval_item(self, item: Any, where: str) -> Any:
+        if not (isinstance(item, dict) and isinstance(item.get("question"), str)
+                and isinstance(item.get("context"), str) and item["question"].strip() and item["context"].strip()):
+            raise ExportError(f"{where}: expected a JSON object with \"question\" and \"context\" strings")
+        return {"question": item["question"], "context": item["context"]}
+
+    def default_eval_inputs(self) -> List[Any]:
+        from tritonize.exporters.eval_data import PAIRS
+
+        return [dict(pair) for pair in PAIRS]
+
+    def run_pipeline(self, pipe: Any, inputs: Sequence[Any], spec: ExportSpec) -> List[Any]:
+        answers = pipe(question=[i["question"] for i in inputs], context=[i["context"] for i in inputs],
+                       **self.pipeline_kwargs(spec))
+        return [answers] if isinstance(answers, dict) else list(answers)
+
+    def agreement_key(self, result: Any) -> Any:
+        return (result["answer"], result["start"], result["end"])
 
     def validation_texts(self) -> List[str]:
         return [

@@ -28,6 +28,7 @@ class TextClassificationTask(TaskPlugin):
     head_suffix = "ForSequenceClassification"
     encoder_outputs = {protocol.LOGITS: "logits"}
     postprocess_source = "postprocess_text_classification.py"
+    ort_model_class = "ORTModelForSequenceClassification"
 
     def ensemble_inputs(self, spec: ExportSpec) -> List[Tensor]:
         return [Tensor(protocol.TEXT, "string", (1,))]
@@ -46,6 +47,12 @@ class TextClassificationTask(TaskPlugin):
 
     def ensemble_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         return self.postprocess_parameters(spec)
+
+    def pipeline_kwargs(self, spec: ExportSpec) -> Dict[str, Any]:
+        return {"truncation": True, "max_length": spec.max_length}
+
+    def agreement_key(self, result: Any) -> Any:
+        return result["label"]  # the top label
 
     def validation_texts(self) -> List[str]:
         return [

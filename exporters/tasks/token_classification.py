@@ -17,6 +17,7 @@ class TokenClassificationTask(TaskPlugin):
     head_suffix = "ForTokenClassification"
     encoder_outputs = {protocol.LOGITS: "logits"}
     postprocess_source = "postprocess_token_classification.py"
+    ort_model_class = "ORTModelForTokenClassification"
     windowed = True
 
     def options(self, checkpoint: Checkpoint, given: Mapping[str, Any]) -> Dict[str, Any]:
@@ -90,6 +91,12 @@ class TokenClassificationTask(TaskPlugin):
             protocol.PARAM_AGGREGATION_STRATEGY: spec.options["aggregation_strategy"],
             protocol.PARAM_STRIDE: str(spec.options["stride"]),
         }
+
+    def pipeline_kwargs(self, spec: ExportSpec) -> Dict[str, Any]:
+        return {"aggregation_strategy": spec.options["aggregation_strategy"], "stride": spec.options["stride"]}
+
+    def agreement_key(self, result: Any) -> Any:
+        return sorted((e.get("entity_group", e.get("entity")), e["start"], e["end"]) for e in result)
 
     def validation_texts(self) -> List[str]:
         return [
