@@ -142,6 +142,13 @@ class LocalServer:
     probe_interval: float = 1.0
     max_heals: int = 3  # deaths of one model within 5 minutes that are healed; after that it stays down
     on_message: Optional[Callable[[str], None]] = None
+    # Threads of the steps, for every model served. None keeps what each model's export says
+    # (ORT: the cores divided among the encoder instances; spinning on).
+    threads: Optional[int] = None  # ONNX Runtime intra-op threads per encoder instance
+    allow_spinning: Optional[bool] = None
+    # The Rust tokenizer's own thread pool in the tokenizer steps: off by default, since the
+    # encoder's threads and the other steps share the cores (benchmarks/threads.py measures both).
+    tokenizers_parallelism: bool = False
 
     heal_events: List[HealEvent] = field(default_factory=list, init=False)
     _monitor: Optional[StubMonitor] = field(default=None, init=False, repr=False)
@@ -154,6 +161,8 @@ class LocalServer:
         self.repository = Path(self.repository).resolve()
         if self.probe_interval <= 0:
             raise ValueError(f"probe_interval must be > 0 seconds, got {self.probe_interval}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
 
     # -- addresses ---------------------------------------------------------
     @property
@@ -240,6 +249,12 @@ class LocalServer:
         env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
         # The stub runs `python` semantics from PATH: this interpreter's bin comes first.
         env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        env["TOKENIZERS_PARALLELISM"] = "true" if self.tokenizers_parallelism else "false"
+        for name, value in (("TRITONIZE_INTRA_OP_THREADS", self.threads),
+                            ("TRITONIZE_ALLOW_SPINNING", self.allow_spinning)):
+            env.pop(name, None)
+            if value is not None:
+                env[name] = str(int(value))
         return env
 
     def start(self) -> "LocalServer":

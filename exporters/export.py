@@ -54,7 +54,8 @@ class ExportOptions:
     eval_texts: Optional[Path] = None  # the accuracy gate's inputs (None: the built-in set)
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
-    allow_spinning: bool = False
+    allow_spinning: bool = True  # measured: faster at 1 caller and at saturation (benchmarks/serving.py)
+    layout: Optional[str] = None  # fused | steps (None: fused where the format can, else steps)
     task_options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -193,33 +194,50 @@ def _identity(tensors: List[Tensor]) -> Dict[str, str]:
 
 
 def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder: OnnxEncoder,
-                 staging: Staging) -> List[str]:
-    names = {role: protocol.step_name(spec.name, role) for role in protocol.ROLES}
+                 staging: Staging, layout: str = "steps") -> List[str]:
+    """The step models and the ensemble NAME over them; returns the model names, the ensemble first."""
+    names = {role: protocol.step_name(spec.name, role) for role in (*protocol.ROLES, protocol.PIPELINE)}
+    fused = layout == "fused"
+    shared = staging.model_dir(names[protocol.PIPELINE]) if fused else None
 
-    tokenizer_dir = staging.model_dir(names["tokenizer"])
-    tokenizer = _write_tokenizer(spec, task, fmt, encoder, tokenizer_dir, names["tokenizer"])
-    configs.write_config(tokenizer_dir, tokenizer)
+    def step_dir(role: str) -> Path:
+        return shared if shared is not None else staging.model_dir(names[role])
 
-    encoder_dir = staging.model_dir(names["encoder"])
-    step = fmt.write_encoder(spec, encoder, task.encoder_outputs, encoder_dir, names["encoder"])
-    configs.write_config(encoder_dir, step.config)
+    def placed(role: str, config: configs.mc.ModelConfig) -> configs.mc.ModelConfig:
+        """Steps layout: the step's config.pbtxt; fused: its model.py becomes ``<role>_step.py``."""
+        if shared is None:
+            configs.write_config(step_dir(role), config)
+        else:
+            (shared / "1" / "model.py").rename(shared / "1" / f"{role}_step.py")
+        return config
 
-    postprocess_dir = staging.model_dir(names["postprocess"])
-    postprocess = _write_postprocess(spec, task, postprocess_dir, names["postprocess"])
-    configs.write_config(postprocess_dir, postprocess)
+    # the postprocess first: in the fused layout the tokenizer's tokenizer.json must be the one that stays
+    postprocess = placed("postprocess", _write_postprocess(spec, task, step_dir("postprocess"), names["postprocess"]))
+    tokenizer = placed("tokenizer", _write_tokenizer(spec, task, fmt, encoder, step_dir("tokenizer"),
+                                                    names["tokenizer"]))
+    step = fmt.write_encoder(spec, encoder, task.encoder_outputs, step_dir("encoder"), names["encoder"])
+    placed("encoder", step.config)
 
-    tokenizer_outputs = [Tensor(o.name, "int64") for o in tokenizer.output]
-    ensemble = configs.ensemble_config(
-        names["ensemble"],
-        inputs=task.ensemble_inputs(spec),
-        outputs=task.ensemble_outputs(spec),
-        max_batch_size=spec.max_batch_size,
-        steps=[
+    inputs, outputs = task.ensemble_inputs(spec), task.ensemble_outputs(spec)
+    if shared is not None:
+        pipeline = _write_pipeline(spec, task, shared, names[protocol.PIPELINE], tokenizer, step.config, postprocess)
+        configs.write_config(shared, pipeline)
+        steps = [(names[protocol.PIPELINE], _identity(task.tokenizer_inputs(spec)), _identity(outputs))]
+        models = [names["ensemble"], names[protocol.PIPELINE]]
+    else:
+        tokenizer_outputs = [Tensor(o.name, "int64") for o in tokenizer.output]
+        steps = [
             (names["tokenizer"], _identity(task.tokenizer_inputs(spec)), _identity(tokenizer_outputs)),
             (names["encoder"], step.input_map, step.output_map),
-            (names["postprocess"], _identity(task.postprocess_inputs(spec)),
-             _identity(task.ensemble_outputs(spec))),
-        ],
+            (names["postprocess"], _identity(task.postprocess_inputs(spec)), _identity(outputs)),
+        ]
+        models = [names[role] for role in protocol.ROLES]
+    ensemble = configs.ensemble_config(
+        names["ensemble"],
+        inputs=inputs,
+        outputs=outputs,
+        max_batch_size=spec.max_batch_size,
+        steps=steps,
         parameters={
             protocol.PARAM_TASK: spec.task,
             protocol.PARAM_ROLE: "ensemble",
@@ -227,6 +245,7 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
             protocol.PARAM_VERSION: tritonize.__version__,
             protocol.PARAM_MAX_LENGTH: str(spec.max_length),
             "tritonize.backend": fmt.name,
+            protocol.PARAM_LAYOUT: layout,
             **spec.graph,
             protocol.PARAM_MAX_TEXT_CHARS: str(spec.limits.max_text_chars),
             **({protocol.PARAM_MAX_WINDOWS: str(spec.limits.max_windows)} if task.windowed else {}),
@@ -236,7 +255,37 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
     ensemble_dir = staging.model_dir(names["ensemble"])
     (ensemble_dir / "1").mkdir(exist_ok=True)  # Triton wants a version folder, even for ensembles
     configs.write_config(ensemble_dir, ensemble)
-    return [names[role] for role in protocol.ROLES]
+    return models
+
+
+def _write_pipeline(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: str,
+                    tokenizer: configs.mc.ModelConfig, encoder: configs.mc.ModelConfig,
+                    postprocess: configs.mc.ModelConfig) -> configs.mc.ModelConfig:
+    """The fused layout's one step: the three steps' code and files, each step's config in steps.json."""
+    from google.protobuf.json_format import MessageToDict
+
+    version_dir = model_dir / "1"
+    steps = {"tokenizer": tokenizer, "encoder": encoder, "postprocess": postprocess}
+    (version_dir / "steps.json").write_text(json.dumps(
+        {role: MessageToDict(config, preserving_proto_field_name=True) for role, config in steps.items()},
+        indent=1,
+    ))
+    install_step("pipeline.py", version_dir)
+    parameters = {}
+    for config in steps.values():
+        parameters.update({key: value.string_value for key, value in config.parameters.items()})
+    parameters.update({protocol.PARAM_ROLE: protocol.PIPELINE, protocol.PARAM_LAYOUT: "fused"})
+    config = configs.model_config(
+        name,
+        backend="python",
+        max_batch_size=spec.max_batch_size,
+        inputs=task.tokenizer_inputs(spec),
+        outputs=task.ensemble_outputs(spec),
+        parameters=parameters,
+    )
+    configs.add_dynamic_batching(config, spec.batcher)
+    configs.add_instances(config, spec.instances)
+    return config
 
 
 def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
@@ -250,6 +299,11 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
             f"backend {fmt.name!r} cannot serve {task.name} yet (long texts are split into windows); "
             "use --backend python-onnxruntime"
         )
+    layout = options.layout or ("fused" if fmt.supports_fused else "steps")
+    if layout not in protocol.LAYOUTS:
+        raise ExportError(f"--layout {layout!r} is not one of {', '.join(protocol.LAYOUTS)}")
+    if layout == "fused" and not fmt.supports_fused:
+        raise ExportError(f"backend {fmt.name!r} cannot run the fused layout (one Python stub); use --layout steps")
     variant = variants.Variant(options.optimize, options.quantize, options.quantize_for)
     eval_set = None if variant.plain else accuracy.read_eval_set(task, options.eval_texts)
     progress = Progress(total=5 if variant.plain else 7, stream=stream)
@@ -284,7 +338,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
         del model
         with progress(f"writing {options.name} into {writer.repository}"):
             with writer.transaction() as staging:
-                models = write_models(spec, task, fmt, encoder, staging)
+                models = write_models(spec, task, fmt, encoder, staging, layout)
     seconds = time.perf_counter() - started
     gate = ""
     if not variant.plain:

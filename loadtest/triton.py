@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tritonize.loadtest.tables import table
 
-ROLES = ("tokenizer", "encoder", "postprocess")
+ROLES = ("tokenizer", "encoder", "postprocess", "pipeline")
 COUNTERS = (
     "nv_inference_request_success",
     "nv_inference_request_failure",

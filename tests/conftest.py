@@ -23,6 +23,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_CACHE = REPO_ROOT / ".cache" / "test-checkpoints"
 
+# Served in the three-model layout (--layout steps), so that tests can reach their encoder step; every
+# other model is served in the default fused layout. Parity tests cover both.
+STEPS_LAYOUT = {"bert-single", "roberta-single", "ner-bert", "ner-xlm-roberta", "qa-deberta-v2"}
+
+
+def layout_of(name: str) -> str:
+    return "steps" if name in STEPS_LAYOUT else "fused"
+
+
+def step_model(name: str, role: str) -> str:
+    """The model that holds ``role`` (tokenizer, encoder, postprocess) of ensemble ``name``."""
+    return f"{name}_{role}" if name in STEPS_LAYOUT else f"{name}_pipeline"
+
+
 # name -> (architecture, problem_type, num_labels)
 CLASSIFIERS: Dict[str, tuple] = {
     **{f"{arch}-single": (arch, "single_label_classification", 3) for arch in ARCHITECTURES},
@@ -94,7 +108,7 @@ def served_classifiers(tmp_path_factory, classifier_checkpoints) -> Iterator[Ser
 
     repository = tmp_path_factory.mktemp("classifiers") / "model_repository"
     exports = [
-        ExportOptions(str(checkpoint), "text-classification", name, repository)
+        ExportOptions(str(checkpoint), "text-classification", name, repository, layout=layout_of(name))
         for name, checkpoint in classifier_checkpoints.items()
     ]
     # a short max length, to check truncation against the pipeline's
@@ -115,7 +129,8 @@ def served_ner(tmp_path_factory) -> Iterator[Served]:
     repository = tmp_path_factory.mktemp("ner") / "model_repository"
     checkpoints = {arch: tiny_ner(arch) for arch in ARCHITECTURES}
     exports = [
-        ExportOptions(str(checkpoint), "token-classification", f"ner-{arch}", repository)
+        ExportOptions(str(checkpoint), "token-classification", f"ner-{arch}", repository,
+                      layout=layout_of(f"ner-{arch}"))
         for arch, checkpoint in checkpoints.items()
     ]
     # short windows, so that windowing is exercised on ordinary texts too
@@ -159,7 +174,8 @@ def served_qa(tmp_path_factory) -> Iterator[Served]:
     repository = tmp_path_factory.mktemp("qa") / "model_repository"
     checkpoints = {arch: tiny_qa(arch) for arch in ARCHITECTURES}
     exports = [
-        ExportOptions(str(checkpoint), "question-answering", f"qa-{arch}", repository)
+        ExportOptions(str(checkpoint), "question-answering", f"qa-{arch}", repository,
+                      layout=layout_of(f"qa-{arch}"))
         for arch, checkpoint in checkpoints.items()
     ]
     # small windows: every context spans many windows

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import CLASSIFIERS
+from conftest import CLASSIFIERS, step_model
 from tritonize.client import Client, LabelScore
 
 pytestmark = pytest.mark.server
@@ -128,7 +128,8 @@ def test_concurrent_mixed_lengths_match_one_by_one(served_classifiers, client, n
     expected = _pipeline(served_classifiers.checkpoints[name])(texts, truncation=True)
 
     stats = grpcclient.InferenceServerClient(served_classifiers.url)
-    before = stats.get_inference_statistics(f"{name}_encoder", as_json=True)["model_stats"][0]
+    encoder = step_model(name, "encoder")
+    before = stats.get_inference_statistics(encoder, as_json=True)["model_stats"][0]
 
     def call(text):
         with Client(served_classifiers.url) as own:
@@ -137,7 +138,7 @@ def test_concurrent_mixed_lengths_match_one_by_one(served_classifiers, client, n
     with ThreadPoolExecutor(max_workers=16) as pool:
         together = list(pool.map(call, texts * 2))
 
-    after = stats.get_inference_statistics(f"{name}_encoder", as_json=True)["model_stats"][0]
+    after = stats.get_inference_statistics(encoder, as_json=True)["model_stats"][0]
     inferences = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
     executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
     assert inferences == 2 * len(texts)

@@ -420,7 +420,7 @@ def _export_with_a_tiny_queue(repository):
 
     export(ExportOptions(str(tiny_classifier("bert-single")), "text-classification", "m", repository),
            stream=io.StringIO())
-    path = repository / "m_encoder" / "config.pbtxt"
+    path = repository / "m_pipeline" / "config.pbtxt"
     config = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
     config.dynamic_batching.default_queue_policy.max_queue_size = 1
     path.write_text(text_format.MessageToString(config))

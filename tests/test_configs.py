@@ -19,7 +19,7 @@ def exported(request, tmp_path_factory):
     checkpoint = tiny_classifier("roberta-multi")
     export(
         ExportOptions(str(checkpoint), "text-classification", "clf", repository,
-                      backend=request.param, max_batch_size=8, instances=2),
+                      backend=request.param, max_batch_size=8, instances=2, layout="steps"),
         stream=io.StringIO(),
     )
     configs = {}
@@ -98,3 +98,47 @@ def test_tokenizer_json_neither_pads_nor_truncates(exported):
     saved = json.loads((repository / "clf_tokenizer" / "1" / "tokenizer.json").read_text())
     assert saved["truncation"] is None
     assert saved["padding"] is None
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("fused") / "repo"
+    result = export(
+        ExportOptions(str(tiny_classifier("roberta-multi")), "text-classification", "clf", repository,
+                      max_batch_size=8, instances=2, threads=3),
+        stream=io.StringIO(),
+    )
+    configs = {path.parent.name: text_format.Parse(path.read_text(), mc.ModelConfig())
+               for path in sorted(repository.glob("*/config.pbtxt"))}
+    return result, repository, configs
+
+
+def test_the_fused_layout_is_the_default_and_one_stub(fused):
+    """One step model runs the three steps; the ensemble and its tensors are those of the steps layout."""
+    result, repository, configs = fused
+    assert result.models == ["clf", "clf_pipeline"] and sorted(configs) == ["clf", "clf_pipeline"]
+    ensemble, pipeline = configs["clf"], configs["clf_pipeline"]
+    assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["clf_pipeline"]
+    assert [(i.name, list(i.dims)) for i in pipeline.input] == [("TEXT", [1])]
+    assert {o.name for o in pipeline.output} == {o.name for o in ensemble.output} == {"LABELS", "SCORES"}
+    assert pipeline.backend == "python" and pipeline.HasField("dynamic_batching")
+    assert pipeline.instance_group[0].count == 2
+    params = {k: v.string_value for k, v in pipeline.parameters.items()}
+    assert params["tritonize.role"] == "pipeline" and params["tritonize.layout"] == "fused"
+    assert params["tritonize.intra_op_threads"] == "3" and params["tritonize.allow_spinning"] == "1"
+    assert {k: v.string_value for k, v in ensemble.parameters.items()}["tritonize.layout"] == "fused"
+    files = {p.name for p in (repository / "clf_pipeline" / "1").iterdir()}
+    assert files >= {"model.py", "tokenizer_step.py", "encoder_step.py", "postprocess_step.py",
+                     "tritonize_step.py", "model.onnx", "tokenizer.json", "steps.json"}
+
+
+def test_the_fused_layout_keeps_each_steps_own_config(fused):
+    """steps.json holds the three steps' configs, as the steps layout would write them."""
+    _, repository, _ = fused
+    steps = json.loads((repository / "clf_pipeline" / "1" / "steps.json").read_text())
+    assert sorted(steps) == ["encoder", "postprocess", "tokenizer"]
+    roles = {role: config["parameters"]["tritonize.role"]["string_value"] for role, config in steps.items()}
+    assert roles == {"tokenizer": "tokenizer", "encoder": "encoder", "postprocess": "postprocess"}
+    assert [o["name"] for o in steps["tokenizer"]["output"]] == [i["name"] for i in steps["encoder"]["input"]]
+    assert [i["name"] for i in steps["postprocess"]["input"]] == [o["name"] for o in steps["encoder"]["output"]]
+    assert steps["encoder"]["instance_group"][0]["count"] == 2

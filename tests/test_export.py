@@ -39,7 +39,7 @@ def test_progress_and_result(tmp_path):
     )
     lines = stream.getvalue().splitlines()
     assert [line[:5] for line in lines[:5]] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    assert result.models == ["m", "m_tokenizer", "m_encoder", "m_postprocess"]
+    assert result.models == ["m", "m_pipeline"]  # the fused layout, the default
     assert result.max_abs_diff < 1e-4
 
 
@@ -128,5 +128,5 @@ def test_cli_export_prints_json_summary(tmp_path):
                   "--name", "e", "--repository", str(tmp_path / "repo"))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["models"] == ["e", "e_tokenizer", "e_encoder", "e_postprocess"]
+    assert summary["models"] == ["e", "e_pipeline"]
     assert "[5/5]" in result.stderr

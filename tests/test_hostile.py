@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from checkpoints import ARCHITECTURES
-from conftest import CLASSIFIERS
+from conftest import CLASSIFIERS, step_model
 from tritonize.client import Client, InvalidInput
 
 pytestmark = pytest.mark.server
@@ -297,7 +297,7 @@ def test_one_megabyte_text_is_refused_quickly_naming_the_limit(classifiers, ner,
     ]
     for served, model, inputs, name in cases:
         index = 1 if model == "ner-bert" else 0
-        assert config_parameter(_grpc(served), f"{model}_tokenizer", "tritonize.max_text_chars") == "100000"
+        assert config_parameter(_grpc(served), step_model(model, "tokenizer"), "tritonize.max_text_chars") == "100000"
         started = time.monotonic()
         _assert_too_long(grpc_error(lambda: _grpc(served).infer(model, inputs(grpc_input))), name, index)
         _assert_too_long(http_error(lambda: _http(served).infer(model, inputs(http_input))), name, index)
@@ -334,7 +334,7 @@ def test_more_windows_than_the_limit_is_refused(ner, qa):
                                                   m("CONTEXT", texts_array([text]))], "'CONTEXT'[0]"),
     ]
     for served, model, inputs, name in cases:
-        limit = int(config_parameter(_grpc(served), f"{model}_tokenizer", "tritonize.max_windows"))
+        limit = int(config_parameter(_grpc(served), step_model(model, "tokenizer"), "tritonize.max_windows"))
         assert limit == 256
         started = time.monotonic()
         for message in (grpc_error(lambda: _grpc(served).infer(model, inputs(grpc_input))),
@@ -646,7 +646,7 @@ def test_over_long_question_is_refused(qa):
     served, client = qa
     raw, http = _grpc(served), _http(served)
     for model in ("qa-bert", "qa-small-windows", "qa-roberta"):
-        limit = int(config_parameter(raw, f"{model}_tokenizer", "tritonize.max_question_len"))
+        limit = int(config_parameter(raw, step_model(model, "tokenizer"), "tritonize.max_question_len"))
         question = " ".join(["why"] * (limit + 20)) + "?"
         inputs = lambda m: [m("QUESTION", texts_array([question])), m("CONTEXT", texts_array(["Short."]))]  # noqa
         for message in (grpc_error(lambda: raw.infer(model, inputs(grpc_input))),
@@ -725,7 +725,7 @@ QUESTION, CONTEXT = "Where does John work?", "John Smith works at Acme Corporati
 def _ensembles(served):
     raw = _grpc(served)
     names = [m["name"] for m in raw.get_model_repository_index(as_json=True)["models"]]
-    return sorted(n for n in names if not n.endswith(("_tokenizer", "_encoder", "_postprocess")))
+    return sorted(n for n in names if not n.endswith(("_tokenizer", "_encoder", "_postprocess", "_pipeline")))
 
 
 def test_every_model_still_answers_as_the_pipeline(classifiers, ner, qa):

@@ -222,7 +222,7 @@ def test_question_answering_from_a_jsonl_file_in_open_pacing(served_qa, tmp_path
     requests = int(re.search(r"^grpc\s+question-answering:qa-bert\s+(\d+)", result.stdout, re.M).group(1))
     # open pacing: at most 4 requests/s per user over 4 s (plus the first one of each user)
     assert 0 < requests <= 3 * (4 * 4 + 1)
-    assert "qa-bert_encoder" in result.stdout
+    assert "qa-bert_pipeline" in result.stdout  # the fused layout: one step
 
 
 def test_bad_sla_and_data_files_are_refused_clearly(served_classifiers, tmp_path):

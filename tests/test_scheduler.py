@@ -69,7 +69,7 @@ def test_long_text_runs_in_budgeted_sub_batches_and_matches_the_pipeline(budgete
     ]
     assert all(math.isclose(e.score, float(w["score"]), abs_tol=1e-4) for e, w in zip(got, want))
     after = _metrics(budgeted.server.metrics_url)
-    key = lambda name: (name, "ner-budget_encoder")  # noqa: E731
+    key = lambda name: (name, "ner-budget_pipeline")  # noqa: E731  (the fused layout's one stub)
     runs = after[key("tritonize_encoder_runs_total")] - before.get(key("tritonize_encoder_runs_total"), 0)
     rows = after[key("tritonize_encoder_rows_total")] - before.get(key("tritonize_encoder_rows_total"), 0)
     windows = len(pipe.tokenizer(NER_TEXT, truncation=True, max_length=32, stride=8,
@@ -91,7 +91,7 @@ def test_sorted_sub_batches_answer_each_text_as_alone(budgeted):
         want = {w["label"]: w["score"] for w in pipe([text])[0]}
         assert all(math.isclose(g.score, want[g.label], abs_tol=1e-4) for g in got), text
     metrics = _metrics(budgeted.server.metrics_url)
-    assert metrics[("tritonize_encoder_largest_run_tokens", "cls-budget_encoder")] <= 16
+    assert metrics[("tritonize_encoder_largest_run_tokens", "cls-budget_pipeline")] <= 16
 
 
 def test_a_full_queue_is_refused_with_unavailable_and_the_sdk_retries_it(budgeted):
@@ -141,7 +141,7 @@ def test_queue_policy_and_limits_are_in_every_config(tmp_path):
     repository = tmp_path / "repo"
     export(ExportOptions(str(tiny_ner("roberta")), "token-classification", "ner", repository,
                          max_queue_size=7, queue_timeout_ms=250, max_text_chars=1000, max_windows=3,
-                         max_batch_tokens=2048), stream=io.StringIO())
+                         max_batch_tokens=2048, layout="steps"), stream=io.StringIO())
     configs = {p.parent.name: text_format.Parse(p.read_text(), mc.ModelConfig())
                for p in repository.glob("*/config.pbtxt")}
     for step in ("ner_tokenizer", "ner_encoder", "ner_postprocess"):
@@ -159,12 +159,23 @@ def test_queue_policy_and_limits_are_in_every_config(tmp_path):
     assert int(encoder["tritonize.vocab_size"]) > 0
     assert int(encoder["tritonize.max_positions"]) >= 32
     assert int(encoder["tritonize.max_rows"]) == 32 * 3
+    # the fused layout: the same policy on its one step, each step's limits in its parameters
+    fused = tmp_path / "fused"
+    export(ExportOptions(str(tiny_ner("roberta")), "token-classification", "ner", fused,
+                         max_queue_size=7, queue_timeout_ms=250, max_text_chars=1000, max_windows=3,
+                         max_batch_tokens=2048), stream=io.StringIO())
+    pipeline = text_format.Parse((fused / "ner_pipeline" / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert pipeline.dynamic_batching.default_queue_policy.max_queue_size == 7
+    assert pipeline.dynamic_batching.default_queue_policy.default_timeout_microseconds == 250_000
+    merged = {k: v.string_value for k, v in pipeline.parameters.items()}
+    assert (merged["tritonize.max_text_chars"], merged["tritonize.max_windows"]) == ("1000", "3")
+    assert merged["tritonize.max_batch_tokens"] == "2048"
 
 
 def test_default_limits_and_a_budget_below_the_max_length(tmp_path):
     checkpoint = str(tiny_classifier("bert-single"))
     export(ExportOptions(checkpoint, "text-classification", "c", tmp_path / "r"), stream=io.StringIO())
-    config = text_format.Parse((tmp_path / "r" / "c_encoder" / "config.pbtxt").read_text(), mc.ModelConfig())
+    config = text_format.Parse((tmp_path / "r" / "c_pipeline" / "config.pbtxt").read_text(), mc.ModelConfig())
     assert config.parameters["tritonize.max_batch_tokens"].string_value == "auto"
     assert config.dynamic_batching.default_queue_policy.max_queue_size == 256
     with pytest.raises(ExportError, match="--max-batch-tokens 8 is below the max length"):

@@ -71,6 +71,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="largest accepted |ONNX - PyTorch| on the validation texts (default 1e-4)")
     speed = export.add_argument_group(
         "graph and threads (a graph other than the plain fp32 export ships only if it passes the accuracy gate)")
+    speed.add_argument("--layout", choices=list(protocol.LAYOUTS), default=None,
+                       help="fused: tokenizer, encoder and postprocess in one Python stub, two IPC hops fewer "
+                            "per request; steps: three step models (default: fused where the backend can)")
     speed.add_argument("--optimize", default=None, metavar="O1|O2|O3",
                        help="fuse the graph with optimum's ORTOptimizer at this level (O4/fp16 is for GPUs)")
     speed.add_argument("--quantize", default=None, metavar="int8",
@@ -88,9 +91,9 @@ def _build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--threads", type=_positive, default=None,
                        help="ONNX Runtime intra-op threads per encoder instance (default: the cores divided "
                             "among the encoder instances, at load time)")
-    speed.add_argument("--spin", action="store_true",
-                       help="let ONNX Runtime's threads spin between runs: lower latency on an idle machine, "
-                            "but it takes cores from the other steps (default: off)")
+    speed.add_argument("--spin", choices=["on", "off"], default="on",
+                       help="ONNX Runtime's threads spin-wait between the operators of a run and a little "
+                            "after it (default: on, measured faster here; off gives the cores back sooner)")
     limits = export.add_argument_group("limits and queues (past a limit a request is refused with INVALID_ARG)")
     limits.add_argument("--max-text-chars", type=_natural, default=100_000,
                         help="characters per text (question and context alike); 0: no limit (default 100000)")
@@ -133,6 +136,16 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--probe-interval", type=_positive_seconds, default=1.0,
                        help="seconds between two looks at the stubs (in /proc; no request is sent). "
                             "A model whose stub died is reloaded (default 1.0)")
+
+    threads = serve.add_argument_group("threads (for every model served; default: what each export says)")
+    threads.add_argument("--threads", type=_positive, default=None,
+                         help="ONNX Runtime intra-op threads per encoder instance (default: the export's "
+                              "--threads, else the cores divided among the encoder instances)")
+    threads.add_argument("--spin", choices=["on", "off"], default=None,
+                         help="ONNX Runtime thread spinning (default: the export's, on)")
+    threads.add_argument("--tokenizers-parallelism", action="store_true",
+                         help="let the tokenizer steps' Rust tokenizer use its own threads "
+                              "(TOKENIZERS_PARALLELISM=true; default false: the encoder has the cores)")
 
     predict = commands.add_parser("predict", help="query a served model and print JSON")
     predict.add_argument("model", help="the model (ensemble) name")
@@ -265,7 +278,8 @@ def _export(args: argparse.Namespace) -> int:
         eval_texts=args.eval_texts,
         min_agreement=args.min_agreement,
         threads=args.threads,
-        allow_spinning=args.spin,
+        allow_spinning=args.spin == "on",
+        layout=args.layout,
         task_options={
             key: value
             for key, value in (
@@ -304,6 +318,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_verbose=args.log_verbose,
         heal=not args.no_heal,
         probe_interval=args.probe_interval,
+        threads=args.threads,
+        allow_spinning=None if args.spin is None else args.spin == "on",
+        tokenizers_parallelism=args.tokenizers_parallelism,
     )
     # Ctrl-C, SIGINT from a supervisor (even when started in the background, where
     # SIGINT is inherited as ignored) and SIGTERM (docker stop, kill) all stop cleanly.

@@ -83,6 +83,12 @@ PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
 PARAM_VERSION = "tritonize.version"
 
 ROLES = ("ensemble", "tokenizer", "encoder", "postprocess")
+# "fused": one step model NAME_pipeline runs tokenizer, encoder and postprocess in one stub;
+# "steps": three step models, NAME_tokenizer -> NAME_encoder -> NAME_postprocess. Either way the
+# ensemble NAME and its tensors are the same.
+LAYOUTS = ("fused", "steps")
+PIPELINE = "pipeline"  # the role of the fused layout's one step
+PARAM_LAYOUT = "tritonize.layout"
 
 FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")
 

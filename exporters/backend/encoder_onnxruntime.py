@@ -42,6 +42,7 @@ class Job:
     """One request: its live rows, their true lengths, and the outputs being filled in."""
 
     def __init__(self, request, arrays, shape, rows, lengths, outputs):
+        self.request = request
         self.sender = request.get_response_sender()
         self.arrays = arrays  # name -> [rows_total, width]
         self.shape = shape  # the request's own shape, e.g. [texts, windows, tokens]
@@ -134,10 +135,11 @@ class TritonPythonModel:
         self.threads = intra_op_threads(config)
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
-        # Spinning threads answer a little sooner, but take the cores that the tokenizer and
-        # postprocess steps (and gRPC) need between two runs: off unless the export asked for it.
-        spin = os.environ.get("TRITONIZE_ALLOW_SPINNING") or param(config, "tritonize.allow_spinning", "0")
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin == "1" else "0")
+        # Spinning: ORT's threads spin-wait between the operators of a run (and a little after it)
+        # instead of sleeping. On by default: without it every operator pays a thread wake-up, which
+        # cost more than the cores it frees for the other steps (benchmarks/serving.py).
+        spin = os.environ.get("TRITONIZE_ALLOW_SPINNING") or param(config, "tritonize.allow_spinning", "1")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spin == "0" else "1")
         # Shapes change with every batch: memory patterns would be planned (and kept) per shape. With
         # them off, the arena is bounded by the budget's largest run and keeps ORT's speed; shrinking
         # it after big runs, or no arena, costs speed for little (benchmarks/encoder_memory.py).
@@ -363,11 +365,17 @@ class TritonPythonModel:
         return job.outputs[onnx_name]
 
     def _finish(self, job):
-        tensors = []
+        arrays = {}
         for name, onnx_name in self.output_map.items():
             out = job.outputs[onnx_name]
-            tensors.append(pb_utils.Tensor(name, out.reshape(tuple(job.shape[:-1]) + out.shape[1:])))
-        self._send(job, pb_utils.InferenceResponse(output_tensors=tensors))
+            arrays[name] = out.reshape(tuple(job.shape[:-1]) + out.shape[1:])
+        self._deliver(job, arrays)
+
+    def _deliver(self, job, arrays):
+        """Every row of ``job`` is done: answer it (the fused layout hands it to its postprocess instead)."""
+        self._send(job, pb_utils.InferenceResponse(
+            output_tensors=[pb_utils.Tensor(name, array) for name, array in arrays.items()]
+        ))
 
     def _fail(self, job, exc):
         if job.sent:

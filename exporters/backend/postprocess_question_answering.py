@@ -23,7 +23,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonize_step import RequestError, error_response, param, request_parameters, strings
+from tritonize_step import RequestError, param, request_parameters, respond_each, strings
 
 
 def decode_spans(start, end, topk, max_answer_len, undesired_tokens):
@@ -129,15 +129,10 @@ class TritonPythonModel:
         return options
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._answers(request))
-            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
-                responses.append(error_response(self.name, exc))
-        return responses
+        return respond_each(self.name, requests, self.respond)
 
-    def _answers(self, request):
+    def respond(self, request):
+        """One request's answer (the fused layout calls it too, with the encoder's tensors)."""
         options = self._options(request)
         get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
         contexts = strings(request, "CONTEXT")

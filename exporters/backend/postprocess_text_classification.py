@@ -11,7 +11,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from tritonize_step import error_response, param
+from tritonize_step import param, respond_each
 
 
 def softmax(logits):
@@ -36,15 +36,10 @@ class TritonPythonModel:
             raise ValueError(f"unknown tritonize.function_to_apply {self.function!r}")
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._response(request))
-            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
-                responses.append(error_response(self.name, exc))
-        return responses
+        return respond_each(self.name, requests, self.respond)
 
-    def _response(self, request):
+    def respond(self, request):
+        """One request's answer (the fused layout calls it too, with the encoder's tensors)."""
         logits = pb_utils.get_input_tensor_by_name(request, "LOGITS").as_numpy().astype(np.float32)
         if self.function == "softmax":
             scores = softmax(logits)

@@ -29,7 +29,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, error_response, param, request_parameters, strings
+from tritonize_step import RequestError, param, request_parameters, respond_each, strings
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -206,15 +206,10 @@ class TritonPythonModel:
         return strategy, ignore
 
     def execute(self, requests):
-        responses = []
-        for request in requests:
-            try:
-                responses.append(self._entities(request))
-            except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
-                responses.append(error_response(self.name, exc))
-        return responses
+        return respond_each(self.name, requests, self.respond)
 
-    def _entities(self, request):
+    def respond(self, request):
+        """One request's answer (the fused layout calls it too, with the encoder's tensors)."""
         strategy, ignore = self._options(request)
         get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
         texts = strings(request, "TEXT")

@@ -59,11 +59,15 @@ class TritonPythonModel:
         return min(self.max_length, rounded)
 
     def execute(self, requests):
+        return self.tokenize(requests, self._response)
+
+    def tokenize(self, requests, respond):
+        """``respond(windows)`` of each request (an error response for a request that fails)."""
         return encode_per_request(
             self.name, requests,
             read=lambda request: strings(request, self.text_input, self.max_chars),
             encode=self._encode,
-            respond=self._response,
+            respond=respond,
         )
 
     def _encode(self, texts):
@@ -72,7 +76,11 @@ class TritonPythonModel:
         return [[e] + list(e.overflowing) if self.windows else [e] for e in encodings]
 
     def _response(self, windows):
-        """One request's tensors, padded to its own longest window."""
+        arrays = self.arrays(windows)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in arrays.items()])
+
+    def arrays(self, windows):
+        """One request's tensors, padded to its own longest window: output name -> array."""
         if not windows:
             raise RequestError(f"input '{self.text_input}' holds no text; send at least one")
         check_windows(windows, self.text_input, self.max_windows, self.max_length, "text")
@@ -102,6 +110,4 @@ class TritonPythonModel:
         }
         if not self.windows:
             arrays = {name: None if array is None else array[:, 0] for name, array in arrays.items()}
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.output_names]
-        )
+        return {name: arrays[name] for name in self.output_names}

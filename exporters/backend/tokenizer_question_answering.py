@@ -76,12 +76,21 @@ class TritonPythonModel:
         return list(zip(questions, contexts))
 
     def execute(self, requests):
-        return encode_per_request(self.name, requests, read=self._pairs, encode=self._encode, respond=self._response)
+        return self.tokenize(requests, self._response)
+
+    def tokenize(self, requests, respond):
+        """``respond(windows)`` of each request (an error response for a request that fails)."""
+        return encode_per_request(self.name, requests, read=self._pairs, encode=self._encode, respond=respond)
 
     def _encode(self, pairs):
         return [[e] + list(e.overflowing) for e in self.tokenizer.encode_batch(pairs)]
 
     def _response(self, windows):
+        arrays = self.arrays(windows)
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, a) for n, a in arrays.items()])
+
+    def arrays(self, windows):
+        """One request's tensors: output name -> array."""
         check_windows(windows, "CONTEXT", self.max_windows, self.max_seq_len, "pair")
         length = max(len(w.ids) for ws in windows for w in ws)
         shape = (len(windows), max(len(ws) for ws in windows), length)
@@ -109,6 +118,4 @@ class TritonPythonModel:
                 arrays["WORD_IDS"][row, column, :n] = [-1 if w is None else w for w in window.word_ids]
                 arrays["SEQUENCE_IDS"][row, column, :n] = sequence_ids
                 arrays["OFFSETS"][row, column, :n] = window.offsets
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(name, arrays[name]) for name in self.output_names]
-        )
+        return {name: arrays[name] for name in self.output_names}

@@ -101,6 +101,17 @@ def request_parameters(request):
     return given
 
 
+def respond_each(step, requests, respond):
+    """The postprocess steps' loop: ``respond(request)`` for each request; an error fails that request alone."""
+    responses = []
+    for request in requests:
+        try:
+            responses.append(respond(request))
+        except Exception as exc:  # noqa: BLE001 - the request alone fails, with its code
+            responses.append(error_response(step, exc))
+    return responses
+
+
 def encode_per_request(step, requests, read, encode, respond):
     """The tokenizer steps' loop: one tokenizer call for the whole batch, one answer per request.
 

@@ -38,6 +38,8 @@ class FormatPlugin(ABC):
     runs_locally: ClassVar[bool] = True
     #: whether the encoder takes [texts, windows, tokens] (long texts split into windows)
     supports_windows: ClassVar[bool] = False
+    #: whether the encoder can share one Python stub with the tokenizer and postprocess (--layout fused)
+    supports_fused: ClassVar[bool] = False
 
     @abstractmethod
     def write_encoder(

@@ -58,6 +58,7 @@ class PythonOnnxRuntimeFormat(FormatPlugin):
 
     name = "python-onnxruntime"
     supports_windows = True
+    supports_fused = True
 
     def write_encoder(self, spec, encoder, outputs, model_dir, model_name):  # type: ignore[override]
         inputs = {onnx: ENCODER_INPUTS[onnx] for onnx in encoder.input_names}

@@ -52,7 +52,7 @@ class ExportSpec:
     batcher: DynamicBatcher = field(default_factory=DynamicBatcher)
     options: Dict[str, Any] = field(default_factory=dict)
     threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
-    allow_spinning: bool = False
+    allow_spinning: bool = True
     #: the served graph and its gate record (protocol.PARAM_GRAPH ...), set once the encoder is built
     graph: Dict[str, str] = field(default_factory=lambda: {protocol.PARAM_GRAPH: "fp32"})
 
