@@ -102,7 +102,9 @@ def main() -> int:
               f"p99 {percentile(latencies, 0.99):.1f} ms, mean {statistics.mean(latencies):.1f} ms")
 
         # 3. concurrent throughput and the batches the dynamic batcher formed
-        before = {step: encoder_stats(raw, f"{MODEL}_{step}") for step in ("tokenizer", "encoder")}
+        # the steps that batch: tokenizer and encoder (steps layout), or the one fused step (the default)
+        steps = [s for s in ("tokenizer", "encoder", "pipeline") if (REPOSITORY / f"{MODEL}_{s}").is_dir()]
+        before = {step: encoder_stats(raw, f"{MODEL}_{step}") for step in steps}
         clients = [Client(server.grpc_url) for _ in range(args.concurrency)]
 
         def call(index: int) -> None:
@@ -116,7 +118,7 @@ def main() -> int:
             c.close()
         print(f"{args.concurrency} concurrent callers, 1 text per call: {len(texts) / seconds:.0f} texts/s "
               f"({len(texts)} calls in {seconds:.1f}s)")
-        for step in ("tokenizer", "encoder"):
+        for step in steps:
             after = encoder_stats(raw, f"{MODEL}_{step}")
             inferences = after["inferences"] - before[step]["inferences"]
             executions = after["executions"] - before[step]["executions"]

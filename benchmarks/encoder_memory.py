@@ -100,7 +100,9 @@ def child(model: str, setting: str, runs: int, budget: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "model_repository" / "pii_encoder" / "1" / "model.onnx")
+    fused = REPO_ROOT / "model_repository" / "pii_pipeline" / "1" / "model.onnx"
+    parser.add_argument("--model", type=Path,
+                        default=fused if fused.is_file() else REPO_ROOT / "model_repository" / "pii_encoder" / "1" / "model.onnx")
     parser.add_argument("--runs", type=int, default=120)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=2048, help="the encoder step's default on a CPU")

@@ -15,6 +15,9 @@ three models twice into a temporary repository:
 * ``after-x2``: the same with ``--instances 2`` (two instances of every step:
   a short request finds one free while the other computes a long text).
 
+All three are exported in the three-model layout (``--layout steps``), as when
+these figures were first measured; ``benchmarks/serving.py`` compares the layouts.
+
 Rounds alternate between the variants (this machine is shared and noisy, so only
 figures of the same run are compared). In each round, ``--short-callers``
 threads send one-tweet classification requests back to back, two threads
@@ -123,7 +126,7 @@ def export_variants(repository: Path) -> None:
             export(
                 ExportOptions(str(CHECKPOINTS / checkpoint), task, f"{name}-{variant}", repository,
                               max_batch_tokens=settings["max_batch_tokens"], instances=settings["instances"],
-                              task_options=dict(task_options)),
+                              task_options=dict(task_options), layout="steps"),
                 stream=log,
             )
             if settings["ort_defaults"]:  # ONNX Runtime's own memory settings, as before

@@ -48,8 +48,13 @@ def pairs(count: int, seed: int = 11):
     return out
 
 
+def encoder_step() -> str:
+    """The model that runs the encoder: NAME_encoder (steps layout) or NAME_pipeline (fused, the default)."""
+    return f"{MODEL}_encoder" if (REPOSITORY / f"{MODEL}_encoder").is_dir() else f"{MODEL}_pipeline"
+
+
 def encoder_executions(raw) -> int:
-    stats = raw.get_inference_statistics(f"{MODEL}_encoder", as_json=True)["model_stats"][0]
+    stats = raw.get_inference_statistics(encoder_step(), as_json=True)["model_stats"][0]
     return int(stats.get("execution_count", 0))
 
 

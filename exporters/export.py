@@ -51,6 +51,7 @@ class ExportOptions:
     optimize: Optional[str] = None  # O1 | O2 | O3 (optimum's ORTOptimizer levels)
     quantize: Optional[str] = None  # int8 (optimum's ORTQuantizer, dynamic)
     quantize_for: Optional[str] = None  # avx2 | avx512 | avx512_vnni | arm64 (None: this CPU)
+    int8_recipe: Optional[str] = None  # one recipe of variants.INT8_RECIPES (None: each in turn)
     eval_texts: Optional[Path] = None  # the accuracy gate's inputs (None: the built-in set)
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
@@ -110,8 +111,10 @@ def _check_options(options: ExportOptions) -> None:
         raise ExportError(f"--min-agreement must be between 0 and 1, got {options.min_agreement}")
     if options.threads is not None and options.threads < 1:
         raise ExportError(f"--threads must be at least 1, got {options.threads}")
-    if options.quantize_for and not options.quantize:
-        raise ExportError("--quantize-for needs --quantize int8")
+    if (options.quantize_for or options.int8_recipe) and not options.quantize:
+        raise ExportError("--quantize-for and --int8-recipe need --quantize int8")
+    if options.int8_recipe:
+        variants.recipes_for("avx2", options.int8_recipe)  # refuses an unknown recipe before any work
     if options.max_batch_tokens is not None and options.max_batch_tokens < 0:
         raise ExportError(f"--max-batch-tokens must be 0 (no budget) or more, got {options.max_batch_tokens}")
 
@@ -334,7 +337,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
         if not variant.plain:
             assert eval_set is not None
             encoder = _gated_variant(variant, encoder, model, task, spec, eval_set, options.min_agreement,
-                                     Path(tmp) / "variants", progress)
+                                     Path(tmp) / "variants", progress, options.int8_recipe)
         del model
         with progress(f"writing {options.name} into {writer.repository}"):
             with writer.transaction() as staging:
@@ -353,7 +356,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
 
 def _gated_variant(variant: variants.Variant, encoder: OnnxEncoder, model: Any, task: TaskPlugin,
                    spec: ExportSpec, eval_set: accuracy.EvalSet, min_agreement: float, work_dir: Path,
-                   progress: Progress) -> OnnxEncoder:
+                   progress: Progress, int8_recipe: Optional[str] = None) -> OnnxEncoder:
     """The variant's encoder, if it answers as the pipeline does on the evaluation set; else ExportError.
 
     For int8 the recipes are tried in order (each keeps more of the graph in
@@ -362,7 +365,9 @@ def _gated_variant(variant: variants.Variant, encoder: OnnxEncoder, model: Any, 
     inputs = eval_set.inputs
     with progress(f"answering {len(inputs)} evaluation inputs ({eval_set.source}) with the PyTorch pipeline"):
         expected = accuracy.answers(task, model, spec, inputs)
-    recipes = variants.recipes_for(variant.target or variants.detect_target()) if variant.quantize else [None]
+    recipes: list = [None]
+    if variant.quantize:
+        recipes = variants.recipes_for(variant.target or variants.detect_target(), int8_recipe)
     tried = []
     with progress(f"building the {variant.name} graph (optimum) and gating it at {min_agreement:.2%} agreement"):
         for recipe in recipes:

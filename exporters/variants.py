@@ -71,6 +71,7 @@ class Int8Recipe:
     recipe: they are a small share of the time and a large share of the error.
     """
 
+    key: str  # what --int8-recipe takes
     name: str
     keep_ffn_output: bool = False  # the MatMul after each GELU: its inputs carry the outliers
     keep_edge_layers: bool = False  # the first and the last encoder layer
@@ -79,16 +80,26 @@ class Int8Recipe:
 
 
 INT8_RECIPES = (
-    Int8Recipe("per-channel"),
-    Int8Recipe("per-channel, FFN output fp32", keep_ffn_output=True),
-    Int8Recipe("per-channel reduce-range, FFN output fp32", keep_ffn_output=True, reduce_range=True),
-    Int8Recipe("per-channel, FFN output, first and last layer fp32", keep_ffn_output=True, keep_edge_layers=True),
-    Int8Recipe("per-channel, FFN input only", only_ffn_input=True),
+    Int8Recipe("per-channel", "per-channel"),
+    Int8Recipe("ffn-output-fp32", "per-channel, FFN output fp32", keep_ffn_output=True),
+    Int8Recipe("reduce-range", "per-channel reduce-range, FFN output fp32", keep_ffn_output=True,
+               reduce_range=True),
+    Int8Recipe("edge-layers-fp32", "per-channel, FFN output, first and last layer fp32", keep_ffn_output=True,
+               keep_edge_layers=True),
+    Int8Recipe("ffn-input-only", "per-channel, FFN input only", only_ffn_input=True),
 )
 
 
-def recipes_for(target: str) -> List[Int8Recipe]:
-    """The int8 recipes that make sense on ``target``: reduce-range only where u8s8 can saturate (no VNNI)."""
+def recipes_for(target: str, only: Optional[str] = None) -> List[Int8Recipe]:
+    """The int8 recipes the gate tries on ``target``, in order (``only``: that one alone).
+
+    Reduce-range only where u8s8 can saturate: AVX2 and AVX-512 without VNNI.
+    """
+    if only is not None:
+        chosen = [r for r in INT8_RECIPES if r.key == only]
+        if not chosen:
+            raise ExportError(f"--int8-recipe {only!r} is not one of {', '.join(r.key for r in INT8_RECIPES)}")
+        return chosen
     return [r for r in INT8_RECIPES if not r.reduce_range or target in ("avx2", "avx512")]
 
 
@@ -124,19 +135,19 @@ def fp32_nodes(model_path: Path, recipe: Int8Recipe) -> List[str]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
 
-    def near_activation(node: "onnx.NodeProto", upward: bool) -> bool:
-        """An activation within a few nodes above (the FFN output) or below (the FFN input) ``node``."""
-        frontier, seen = [node], 0
-        while frontier and seen < 8:  # GELU as Div -> Erf -> Add -> Mul -> Mul is five nodes at most
-            current = frontier.pop(0)
-            seen += 1
-            if current is not node and current.op_type in _ACTIVATIONS:
-                return True
-            if upward:
-                frontier.extend(p for i in current.input[:2] if (p := producer.get(i)) is not None)
-            else:
-                frontier.extend(c for o in current.output for c in consumers.get(o, []))
-        return False
+    def near_activation(node: "onnx.NodeProto", upward: bool, depth: int = 5) -> bool:
+        """An activation within ``depth`` nodes above (the FFN output) or below (the FFN input) ``node``.
+
+        GELU as exported is Div -> Erf -> Add -> Mul -> Mul: the Erf is at most four nodes from either MatMul.
+        """
+        if depth == 0:
+            return False
+        if upward:
+            nexts = [p for i in node.input if (p := producer.get(i)) is not None]
+        else:
+            nexts = [c for o in node.output for c in consumers.get(o, [])]
+        nexts = [n for n in nexts if n.op_type not in ("Constant", "Identity", "MatMul")]
+        return any(n.op_type in _ACTIVATIONS or near_activation(n, upward, depth - 1) for n in nexts)
 
     matmuls = [n for n in graph.node if n.op_type == "MatMul"]
     keep = set()

@@ -81,6 +81,10 @@ def _build_parser() -> argparse.ArgumentParser:
                             "is served (per-channel; then FFN output, reduce-range, last layer in fp32)")
     speed.add_argument("--quantize-for", default=None, metavar="avx2|avx512|avx512_vnni|arm64",
                        help="the CPU the int8 graph is built for (default: this machine's)")
+    speed.add_argument("--int8-recipe", default=None,
+                       metavar="per-channel|ffn-output-fp32|reduce-range|edge-layers-fp32|ffn-input-only",
+                       help="try only this int8 recipe (default: each in that order, the first that passes "
+                            "the gate is served)")
     speed.add_argument("--eval-texts", type=Path, default=None, metavar="FILE",
                        help="the gate's inputs: one text per line, or JSON Lines with \"text\" (or \"question\" "
                             "and \"context\"); default: a built-in set of 100 texts / 100 pairs")
@@ -275,6 +279,7 @@ def _export(args: argparse.Namespace) -> int:
         optimize=args.optimize,
         quantize=args.quantize,
         quantize_for=args.quantize_for,
+        int8_recipe=args.int8_recipe,
         eval_texts=args.eval_texts,
         min_agreement=args.min_agreement,
         threads=args.threads,

@@ -87,19 +87,22 @@ class TritonPythonModel:
         length = self._length(max(len(w.ids) for ws in windows for w in ws))
         count = max(len(ws) for ws in windows)
         shape = (len(windows), count, length)
+        wanted = set(self.output_names)  # only what the model's config asks for (classification: no masks)
         ids = np.full(shape, self.pad_id, dtype=np.int64)
         mask = np.zeros(shape, dtype=np.int64)
-        types = np.zeros(shape, dtype=np.int64)
-        special = np.ones(shape, dtype=np.int64)
-        offsets = np.zeros(shape + (2,), dtype=np.int64) if self.windows else None
+        types = np.zeros(shape, dtype=np.int64) if "TOKEN_TYPE_IDS" in wanted else None
+        special = np.ones(shape, dtype=np.int64) if "SPECIAL_TOKENS_MASK" in wanted else None
+        offsets = np.zeros(shape + (2,), dtype=np.int64) if "OFFSETS" in wanted else None
         for row, text_windows in enumerate(windows):
             for column, window in enumerate(text_windows):
                 n = len(window.ids)
                 ids[row, column, :n] = window.ids
                 mask[row, column, :n] = 1
-                types[row, column, :n] = window.type_ids
-                special[row, column, :n] = window.special_tokens_mask
-                if self.windows:
+                if types is not None:
+                    types[row, column, :n] = window.type_ids
+                if special is not None:
+                    special[row, column, :n] = window.special_tokens_mask
+                if offsets is not None:
                     offsets[row, column, :n] = window.offsets
         arrays = {
             "INPUT_IDS": ids,
