@@ -166,6 +166,18 @@ def concurrently(make_call: Callable[[], Callable[[Any], Any]], items: Sequence[
     return Figure(sum(counts) / (time.perf_counter() - started))
 
 
+def interleaved(systems: Dict[Any, Callable[[], Figure]], rounds: int) -> Dict[Any, List[Figure]]:
+    """Every system once a round, in an order that changes every round: the figures of each."""
+    results: Dict[Any, List[Figure]] = {key: [] for key in systems}
+    for round_ in range(rounds):
+        order = list(systems)
+        random.Random(round_).shuffle(order)
+        for key in order:
+            results[key].append(systems[key]())
+        print(f"  round {round_ + 1}/{rounds} done", flush=True)
+    return results
+
+
 # -- the systems -----------------------------------------------------------------------------
 class Pipeline:
     def __init__(self, task: str, checkpoint: Path, options: Dict[str, Any]) -> None:
@@ -337,14 +349,8 @@ def bench_task(task: str, args: argparse.Namespace) -> List[str]:
                 systems[("served", label, "lists of 32")] = lambda many=many: in_lists(many, timed, args.seconds)
             for name in models:  # warm every model once
                 served_call(client, task, name)[1](timed[:LIST])
-            results: Dict[Tuple[str, str, str], List[Figure]] = {key: [] for key in systems}
             keys = list(systems)
-            for round_ in range(args.rounds):
-                order = keys[:]
-                random.Random(round_).shuffle(order)
-                for key in order:
-                    results[key].append(systems[key]())
-                print(f"  round {round_ + 1}/{args.rounds} done", flush=True)
+            results = interleaved(systems, args.rounds)
             for c in pool:
                 c.close()
 

@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import random
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-sentiment"
@@ -52,7 +51,7 @@ def main() -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from serving import CALLERS, Figure, concurrently, in_lists, one_at_a_time, tweets
+    from serving import CALLERS, Figure, concurrently, in_lists, interleaved, one_at_a_time, tweets
     from tritonize.client import Client
     from tritonize.deploy import LocalServer, free_port
     from tritonize.exporters.export import ExportOptions, export
@@ -85,13 +84,7 @@ def main() -> int:
                     lambda calls=calls: concurrently(iter(calls).__next__, texts, args.seconds))
                 systems[f"{label} | lists of 32"] = (
                     lambda one=one, model=model: in_lists(lambda ts: one.classify(model, list(ts)), texts, args.seconds))
-            results: Dict[str, List[Figure]] = {key: [] for key in systems}
-            for round_ in range(args.rounds):
-                order = list(systems)
-                random.Random(round_).shuffle(order)
-                for key in order:
-                    results[key].append(systems[key]())
-                print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+            results = interleaved(systems, args.rounds)
             for client in pools:
                 client.close()
     print(f"\n{args.variant} sentiment classifier, {len(os.sched_getaffinity(0))} cores; texts/s "

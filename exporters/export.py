@@ -147,13 +147,9 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
     backend_tokenizer.save(str(version_dir / "tokenizer.json"))
     install_step(task.tokenizer_source, version_dir)
     outputs = task.tokenizer_outputs(spec, [ENCODER_INPUTS[n] for n in encoder.input_names])
-    config = configs.model_config(
-        name,
-        backend="python",
-        max_batch_size=spec.max_batch_size,
-        inputs=task.tokenizer_inputs(spec),
-        outputs=outputs,
-        parameters={
+    return _python_step(
+        spec, name, task.tokenizer_inputs(spec), outputs,
+        {
             protocol.PARAM_TASK: spec.task,
             protocol.PARAM_ROLE: "tokenizer",
             protocol.PARAM_MAX_LENGTH: str(spec.max_length),
@@ -165,9 +161,6 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
             **task.tokenizer_parameters(spec),
         },
     )
-    configs.add_dynamic_batching(config, spec.batcher)
-    configs.add_instances(config, spec.instances)
-    return config
 
 
 def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: str) -> configs.mc.ModelConfig:
@@ -175,21 +168,14 @@ def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name
     version_dir.mkdir(parents=True, exist_ok=True)
     install_step(task.postprocess_source, version_dir)
     task.write_postprocess_files(spec, version_dir)
-    config = configs.model_config(
-        name,
-        backend="python",
-        max_batch_size=spec.max_batch_size,
-        inputs=task.postprocess_inputs(spec),
-        outputs=task.ensemble_outputs(spec),
-        parameters={
+    return _python_step(
+        spec, name, task.postprocess_inputs(spec), task.ensemble_outputs(spec),
+        {
             protocol.PARAM_TASK: spec.task,
             protocol.PARAM_ROLE: "postprocess",
             **task.postprocess_parameters(spec),
         },
     )
-    configs.add_dynamic_batching(config, spec.batcher)
-    configs.add_instances(config, spec.instances)
-    return config
 
 
 def _identity(tensors: List[Tensor]) -> Dict[str, str]:
@@ -278,14 +264,14 @@ def _write_pipeline(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: s
     for config in steps.values():
         parameters.update({key: value.string_value for key, value in config.parameters.items()})
     parameters.update({protocol.PARAM_ROLE: protocol.PIPELINE, protocol.PARAM_LAYOUT: "fused"})
-    config = configs.model_config(
-        name,
-        backend="python",
-        max_batch_size=spec.max_batch_size,
-        inputs=task.tokenizer_inputs(spec),
-        outputs=task.ensemble_outputs(spec),
-        parameters=parameters,
-    )
+    return _python_step(spec, name, task.tokenizer_inputs(spec), task.ensemble_outputs(spec), parameters)
+
+
+def _python_step(spec: ExportSpec, name: str, inputs: List[Tensor], outputs: List[Tensor],
+                 parameters: Dict[str, Any]) -> configs.mc.ModelConfig:
+    """A Python-backend step's config: its tensors and parameters, the export's batcher and instances."""
+    config = configs.model_config(name, backend="python", max_batch_size=spec.max_batch_size, inputs=inputs,
+                                  outputs=outputs, parameters=parameters)
     configs.add_dynamic_batching(config, spec.batcher)
     configs.add_instances(config, spec.instances)
     return config
