@@ -15,6 +15,9 @@ rounds interleaved: one caller (p50), 16 concurrent callers, lists of 32.
 * ``2 x 1 thread``: ``--instances 2``, so one thread each (the default division);
 * ``2 x 2 threads``: ``--instances 2 --threads 2``: more threads than cores;
 * ``1 x 2 threads, tokenizer threads``: the default export, served with ``--tokenizers-parallelism``.
+
+For scale, the same rounds time ``pipeline("text-classification")`` one text
+per call, and the ratio of each configuration's best to it is printed.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def main() -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from serving import CALLERS, Figure, concurrently, in_lists, interleaved, one_at_a_time, tweets
+    from serving import CALLERS, Figure, Pipeline, concurrently, in_lists, interleaved, one_at_a_time, tweets
     from tritonize.client import Client
     from tritonize.deploy import LocalServer, free_port
     from tritonize.exporters.export import ExportOptions, export
@@ -84,13 +87,18 @@ def main() -> int:
                     lambda calls=calls: concurrently(iter(calls).__next__, texts, args.seconds))
                 systems[f"{label} | lists of 32"] = (
                     lambda one=one, model=model: in_lists(lambda ts: one.classify(model, list(ts)), texts, args.seconds))
+            pipe = Pipeline("text-classification", CHECKPOINT, {"truncation": True})
+            pipe.one(texts[0])
+            systems["pipeline | 1/call"] = lambda: one_at_a_time(pipe.one, texts, args.seconds)
             results = interleaved(systems, args.rounds)
             for client in pools:
                 client.close()
     print(f"\n{args.variant} sentiment classifier, {len(os.sched_getaffinity(0))} cores; texts/s "
           f"(p50 ms at 1 caller), median of {args.rounds} rounds of {args.seconds:g} s\n")
-    print(f"| configuration | 1 caller | {CALLERS} callers | lists of 32 |")
-    print("|---|---|---|---|")
+    base = statistics.median(f.per_s for f in results["pipeline | 1/call"])
+    print(f"pipeline(\"text-classification\"), 1 text per call: {base:.0f} texts/s\n")
+    print(f"| configuration | 1 caller | {CALLERS} callers | lists of 32 | best / pipeline 1/call |")
+    print("|---|---|---|---|---|")
     for label in [*CONFIGS, "1 x 2 threads, tokenizer threads"]:
         cells = []
         for how in ("1 caller", f"{CALLERS} callers", "lists of 32"):
@@ -98,7 +106,9 @@ def main() -> int:
             rate = statistics.median(f.per_s for f in figures)
             p50s = [f.p50_ms for f in figures if f.p50_ms is not None]
             cells.append(f"{rate:.0f}" + (f" ({statistics.median(p50s):.1f} ms)" if p50s else ""))
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        best = max(statistics.median(f.per_s for f in results[f"{label} | {how}"])
+                   for how in ("1 caller", f"{CALLERS} callers", "lists of 32"))
+        print(f"| {label} | " + " | ".join(cells) + f" | {best / base:.2f}x |")
     return 0
 
 

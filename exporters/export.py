@@ -45,7 +45,7 @@ class ExportOptions:
     atol: float = 1e-4
     max_text_chars: int = DEFAULT_LIMITS.max_text_chars
     max_windows: int = DEFAULT_LIMITS.max_windows
-    max_batch_tokens: Optional[int] = None  # None: 2048 on CPU, 16384 on GPU
+    max_batch_tokens: Optional[int] = None  # None: 512 on CPU (at least the max length), 16384 on GPU
     max_queue_size: int = DEFAULT_QUEUE.max_queue_size
     queue_timeout_ms: float = 0.0
     optimize: Optional[str] = None  # O1 | O2 | O3 (optimum's ORTOptimizer levels)

@@ -106,7 +106,7 @@ def _build_parser() -> argparse.ArgumentParser:
                              "0: no limit (default 256)")
     limits.add_argument("--max-batch-tokens", type=_natural, default=None,
                         help="padded tokens per encoder run; rows are sorted by length and cut into sub-batches "
-                             "of at most this many (default: 2048 on a CPU, 16384 on a GPU; 0: no budget)")
+                             "of at most this many (default: 512 on a CPU, 16384 on a GPU, never below the max length; 0: no budget)")
     limits.add_argument("--max-queue-size", type=_natural, default=256,
                         help="requests each step may queue; past it a request is refused with UNAVAILABLE, "
                              "which the SDK retries (default 256; 0: unbounded)")

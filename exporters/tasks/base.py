@@ -25,7 +25,7 @@ class RequestLimits:
 
     ``max_text_chars`` characters per text (0: no limit); ``max_windows``
     windows per text (NER) or per question/context pair (QA), 0: no limit;
-    ``max_batch_tokens`` padded tokens per encoder run (None: 2048 on a CPU,
+    ``max_batch_tokens`` padded tokens per encoder run (None: 512 on a CPU,
     16384 on a GPU, as TEI's ``--max-batch-tokens``; 0: no budget).
     """
 
