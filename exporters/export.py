@@ -244,6 +244,9 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
     ensemble_dir = staging.model_dir(names["ensemble"])
     (ensemble_dir / "1").mkdir(exist_ok=True)  # Triton wants a version folder, even for ensembles
     configs.write_config(ensemble_dir, ensemble)
+    for name in names.values():  # a re-export in the other layout retires the steps of the first
+        if name not in models:
+            staging.retire(name)
     return models
 
 

@@ -12,7 +12,7 @@ import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Set
 
 
 class Staging:
@@ -21,12 +21,18 @@ class Staging:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.models: Dict[str, Path] = {}
+        self.retired: Set[str] = set()
 
     def model_dir(self, model_name: str) -> Path:
         path = self.root / model_name
         path.mkdir(parents=True, exist_ok=True)
         self.models[model_name] = path
         return path
+
+    def retire(self, model_name: str) -> None:
+        """A model of the same export that this one no longer has (the other layout's steps): removed
+        with the swap, if it is a tritonize step (its config says ``tritonize.role``)."""
+        self.retired.add(model_name)
 
 
 class RepositoryWriter:
@@ -54,5 +60,10 @@ class RepositoryWriter:
                 if target.exists():
                     target.rename(trash / name)
                 new.rename(target)
+            for name in staging.retired - set(staging.models):
+                target = self.repository / name
+                config = target / "config.pbtxt"
+                if config.is_file() and "tritonize.role" in config.read_text(errors="replace"):
+                    target.rename(trash / name)
         finally:
             shutil.rmtree(trash, ignore_errors=True)

@@ -130,3 +130,19 @@ def test_cli_export_prints_json_summary(tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["models"] == ["e", "e_pipeline"]
     assert "[5/5]" in result.stderr
+
+
+def test_reexport_in_the_other_layout_retires_the_old_steps(tmp_path):
+    """steps -> fused -> steps: the repository holds exactly the models of the last export (and others' models)."""
+    repository = tmp_path / "repo"
+    checkpoint = str(tiny_classifier("bert-single"))
+    (repository / "m_unrelated" / "1").mkdir(parents=True)  # not a tritonize step: never touched
+    (repository / "m_unrelated" / "config.pbtxt").write_text('name: "m_unrelated"\nbackend: "python"\n')
+    export(ExportOptions(checkpoint, "text-classification", "m", repository, layout="steps"), stream=io.StringIO())
+    models = lambda: sorted(p.name for p in repository.iterdir())  # noqa: E731
+    assert models() == ["m", "m_encoder", "m_postprocess", "m_tokenizer", "m_unrelated"]
+    export(ExportOptions(checkpoint, "text-classification", "m", repository), stream=io.StringIO())
+    assert models() == ["m", "m_pipeline", "m_unrelated"]
+    export(ExportOptions(checkpoint, "text-classification", "m", repository, layout="steps"), stream=io.StringIO())
+    assert models() == ["m", "m_encoder", "m_postprocess", "m_tokenizer", "m_unrelated"]
+    assert not [p for p in repository.parent.iterdir() if p.name.startswith(".repo.")]  # no staging left

@@ -77,8 +77,8 @@ def _build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--optimize", default=None, metavar="O1|O2|O3",
                        help="fuse the graph with optimum's ORTOptimizer at this level (O4/fp16 is for GPUs)")
     speed.add_argument("--quantize", default=None, metavar="int8",
-                       help="dynamic int8 with optimum's ORTQuantizer; the first recipe that passes the gate "
-                            "is served (per-channel; then FFN output, reduce-range, last layer in fp32)")
+                       help="dynamic int8 with optimum's ORTQuantizer; the recipes of --int8-recipe are "
+                            "tried in that order and the first that passes the gate is served")
     speed.add_argument("--quantize-for", default=None, metavar="avx2|avx512|avx512_vnni|arm64",
                        help="the CPU the int8 graph is built for (default: this machine's)")
     speed.add_argument("--int8-recipe", default=None,
