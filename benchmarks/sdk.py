@@ -79,7 +79,7 @@ def main() -> int:
         scores = np.array([[0.9, 0.07, 0.03]], dtype=np.float32)
         started = time.perf_counter()
         for _ in range(args.calls):
-            plan = calls.classify(info, TEXT, None, server.grpc_url)
+            plan = calls.classify(MODEL, TEXT, None, None).plan(info, server.grpc_url)
             for request in plan.requests:
                 request.input_arrays()
             plan.finish([plan.decode(plan.requests[0], {"LABELS": labels, "SCORES": scores})])
