@@ -75,7 +75,11 @@ def answers(task: TaskPlugin, model: Any, spec: ExportSpec, inputs: Sequence[Any
     """The task's agreement keys of ``model`` (PyTorch, or an ORTModel) on ``inputs``, through the pipeline."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = task.run_pipeline(_pipeline(task, model, spec), inputs, spec)
+        try:
+            results = task.run_pipeline(_pipeline(task, model, spec), inputs, spec)
+        except Exception as exc:  # transformers, torch and onnxruntime raise their own kinds
+            raise ExportError(f"the {task.name} pipeline failed on the evaluation inputs: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
     if len(results) != len(inputs):
         raise ExportError(f"the pipeline answered {len(results)} of {len(inputs)} evaluation inputs")
     return [task.agreement_key(r) for r in results]
@@ -84,11 +88,17 @@ def answers(task: TaskPlugin, model: Any, spec: ExportSpec, inputs: Sequence[Any
 def variant_answers(task: TaskPlugin, model_path: Path, spec: ExportSpec, inputs: Sequence[Any]) -> List[Any]:
     import optimum.onnxruntime as ortmodels
 
-    ort_class = getattr(ortmodels, task.ort_model_class)
+    ort_class = getattr(ortmodels, task.ort_model_class or "-", None)
+    if ort_class is None:
+        raise ExportError(f"task {task.name!r} names no optimum ORTModel class (ort_model_class): its graph "
+                          "variants cannot be checked against the pipeline, so only the fp32 export is possible")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = ort_class.from_pretrained(model_path.parent, file_name=model_path.name,
-                                          provider="CPUExecutionProvider")
+        try:
+            model = ort_class.from_pretrained(model_path.parent, file_name=model_path.name,
+                                              provider="CPUExecutionProvider")
+        except Exception as exc:
+            raise ExportError(f"ONNX Runtime could not load the variant graph: {exc}") from exc
     return answers(task, model, spec, inputs)
 
 

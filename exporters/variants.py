@@ -164,7 +164,7 @@ def fp32_nodes(model_path: Path, recipe: Int8Recipe) -> List[str]:
 
 
 def _quiet() -> None:
-    for name in ("optimum", "onnxruntime", "root"):
+    for name in ("optimum", "onnxruntime"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -284,3 +284,11 @@ def test_serve_thread_flags():
     assert (args.threads, args.spin, args.tokenizers_parallelism) == (2, "off", True)
     with pytest.raises(SystemExit):
         _build_parser().parse_args(["serve", "--threads", "0"])
+
+
+def test_a_task_without_an_ortmodel_class_gets_a_clear_error(tmp_path):
+    """A third-party task plugin that names no optimum ORTModel cannot be gated: say so, no traceback."""
+    task = type(get_task("text-classification"))()
+    task.ort_model_class = ""
+    with pytest.raises(ExportError, match="names no optimum ORTModel class"):
+        accuracy.variant_answers(task, tmp_path / "model.onnx", None, ["text"])
