@@ -64,7 +64,7 @@ def test_reexport_replaces_and_failed_export_keeps_previous(tmp_path):
     with pytest.raises(ExportError):
         export(ExportOptions(str(broken), "text-classification", "m", repository), stream=io.StringIO())
     assert _snapshot(repository) == before
-    leftovers = [p.name for p in tmp_path.iterdir() if "staging" in p.name or "replaced" in p.name]
+    leftovers = [p.name for p in tmp_path.iterdir() if "tritonize-" in p.name]
     assert leftovers == []
 
 
@@ -146,3 +146,57 @@ def test_reexport_in_the_other_layout_retires_the_old_steps(tmp_path):
     export(ExportOptions(checkpoint, "text-classification", "m", repository, layout="steps"), stream=io.StringIO())
     assert models() == ["m", "m_encoder", "m_postprocess", "m_tokenizer", "m_unrelated"]
     assert not [p for p in repository.parent.iterdir() if p.name.startswith(".repo.")]  # no staging left
+
+
+@pytest.fixture
+def mounted_repository(tmp_path):
+    """A repository that is a filesystem of its own (a tmpfs mount), as a Kubernetes volume or NFS share is."""
+    repository = tmp_path / "volume"
+    repository.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tritonize-test", str(repository)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield repository
+    finally:
+        subprocess.run(["umount", "-l", str(repository)], check=False)
+
+
+def test_export_into_a_repository_on_another_filesystem(mounted_repository):
+    """The writer stages on the repository's own filesystem: a rename from the parent's would fail (EXDEV)."""
+    import os
+
+    assert os.stat(mounted_repository).st_dev != os.stat(mounted_repository.parent).st_dev
+    checkpoint = str(tiny_classifier("bert-single"))
+    export(ExportOptions(checkpoint, "text-classification", "m", mounted_repository), stream=io.StringIO())
+    export(ExportOptions(checkpoint, "text-classification", "m", mounted_repository), stream=io.StringIO())  # replace
+    assert sorted(p.name for p in mounted_repository.iterdir()) == ["m", "m_pipeline"]  # no staging left
+    assert (mounted_repository / "m_pipeline" / "1" / "model.onnx").is_file()
+    assert not [p for p in mounted_repository.parent.iterdir() if "tritonize-" in p.name]
+
+
+def test_a_failure_while_replacing_never_leaves_a_model_deleted(tmp_path, monkeypatch):
+    """The swap fails after the old model was moved aside: every move is undone, the old export still stands."""
+    repository = tmp_path / "repo"
+    checkpoint = str(tiny_classifier("bert-single"))
+    export(ExportOptions(checkpoint, "text-classification", "m", repository), stream=io.StringIO())
+    before = _snapshot(repository)
+
+    real_rename = Path.rename
+    calls = []
+
+    def failing_rename(self, target):
+        calls.append((self, target))
+        if len(calls) == 3:  # m moved aside, new m in; m_pipeline moved aside: the next one fails
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(OSError, match="No space left"):
+        export(ExportOptions(str(tiny_classifier("bert-multi")), "text-classification", "m", repository),
+               stream=io.StringIO())
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert len(calls) >= 3
+    assert _snapshot(repository) == before  # the first export, whole
+    assert not [p for p in tmp_path.iterdir() if "tritonize-" in p.name]
