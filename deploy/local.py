@@ -99,6 +99,52 @@ class TritonInstall:
         return into
 
 
+# the platforms of Triton's native backends, which the pip-installed server does not have
+NATIVE_PLATFORMS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt"}
+
+
+def has_gpu() -> bool:
+    """Whether this host has an NVIDIA GPU that Triton could use (its device nodes exist)."""
+    return Path("/dev/nvidiactl").exists() and any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def check_runs_here(model_dirs: Sequence[Path]) -> None:
+    """Refuse, before starting, a repository that this server cannot load: with a clear reason per model.
+
+    Triton would refuse too, but with a start that fails "to load all
+    models" and a reason deep in its log: a ``KIND_GPU`` model on a host
+    without a GPU ("invalid or unsupported gpu id"), or a native backend
+    that the pip-installed server does not ship.
+    """
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    gpu_models, native = [], []
+    for model_dir in model_dirs:
+        try:
+            config = text_format.Parse((model_dir / "config.pbtxt").read_text(), mc.ModelConfig())
+        except (text_format.ParseError, OSError):
+            continue  # Triton says what is wrong with it
+        if any(group.kind == mc.ModelInstanceGroup.KIND_GPU for group in config.instance_group):
+            gpu_models.append(model_dir.name)
+        if config.platform in NATIVE_PLATFORMS or config.backend in NATIVE_PLATFORMS.values():
+            native.append(f"{model_dir.name} ({config.platform or config.backend})")
+    problems = []
+    if native:
+        problems.append(
+            f"{', '.join(native)} run in a native Triton backend that the pip-installed tritonserver does not have: "
+            "serve this repository with the NGC tritonserver image (deploy/docker), or export with "
+            "--backend python-onnxruntime"
+        )
+    if gpu_models and not has_gpu():
+        problems.append(
+            f"{', '.join(gpu_models)} are exported for a GPU (KIND_GPU instance groups, --device cuda) and this host "
+            "has no NVIDIA GPU (no /dev/nvidia*): re-export with --device cpu, or serve them on a GPU host"
+        )
+    if problems:
+        raise ServerError("this server cannot load the repository: " + "; ".join(problems))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now (for tests and ad-hoc servers)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -270,6 +316,7 @@ class LocalServer:
                 f"model repository {self.repository} holds no model (no */config.pbtxt); "
                 "run `tritonize export CHECKPOINT --task ... --name NAME` first"
             )
+        check_runs_here(models)
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             if port_in_use(self.host, port):
                 raise ServerError(

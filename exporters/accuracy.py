@@ -85,7 +85,8 @@ def answers(task: TaskPlugin, model: Any, spec: ExportSpec, inputs: Sequence[Any
     return [task.agreement_key(r) for r in results]
 
 
-def variant_answers(task: TaskPlugin, model_path: Path, spec: ExportSpec, inputs: Sequence[Any]) -> List[Any]:
+def variant_answers(task: TaskPlugin, model_path: Path, spec: ExportSpec, inputs: Sequence[Any],
+                    provider: str = "CPUExecutionProvider") -> List[Any]:
     import optimum.onnxruntime as ortmodels
 
     ort_class = getattr(ortmodels, task.ort_model_class or "-", None)
@@ -96,7 +97,7 @@ def variant_answers(task: TaskPlugin, model_path: Path, spec: ExportSpec, inputs
         warnings.simplefilter("ignore")
         try:
             model = ort_class.from_pretrained(model_path.parent, file_name=model_path.name,
-                                              provider="CPUExecutionProvider")
+                                              provider=provider)
         except Exception as exc:
             raise ExportError(f"ONNX Runtime could not load the variant graph: {exc}") from exc
     return answers(task, model, spec, inputs)

@@ -124,10 +124,47 @@ def add_dynamic_batching(config: mc.ModelConfig, batcher: Optional[DynamicBatche
     (batcher or DynamicBatcher()).apply(config)
 
 
-def add_instances(config: mc.ModelConfig, count: int, kind: str = "KIND_CPU") -> None:
+@dataclass(frozen=True)
+class Device:
+    """Where a model's instances run: ``cpu``, ``cuda`` (every GPU Triton sees) or ``cuda:N`` (GPU N).
+
+    It becomes the model's ``instance_group``: ``KIND_CPU``, or ``KIND_GPU``
+    with ``gpus: [N]``. Triton refuses to load a ``KIND_GPU`` model on a host
+    without a GPU, and the Python-backend encoder refuses an ONNX Runtime
+    without its CUDA execution provider: nothing falls back to the CPU silently.
+    """
+
+    kind: str = "cpu"  # cpu | cuda
+    index: Optional[int] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Device":
+        value = text.strip().lower()
+        if value == "cpu":
+            return cls()
+        if value == "cuda" or value == "gpu":
+            return cls("cuda")
+        if value.startswith("cuda:") and value[5:].isdigit():
+            return cls("cuda", int(value[5:]))
+        raise ValueError(f"device {text!r} is not cpu, cuda or cuda:N")
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.kind == "cuda"
+
+    def __str__(self) -> str:
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+
+CPU = Device()
+
+
+def add_instances(config: mc.ModelConfig, count: int, device: Device = CPU) -> None:
     group = config.instance_group.add()
     group.count = count
-    group.kind = mc.ModelInstanceGroup.Kind.Value(kind)
+    group.kind = mc.ModelInstanceGroup.KIND_GPU if device.is_gpu else mc.ModelInstanceGroup.KIND_CPU
+    if device.index is not None:
+        group.gpus.append(device.index)
 
 
 def ensemble_config(

@@ -19,6 +19,7 @@ from tritonize.exporters.backend import install_step
 from tritonize.exporters.checkpoint import ExportError, open_checkpoint
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.formats.base import FormatPlugin
+from tritonize.exporters.formats.onnx import python_encoder_config
 from tritonize.exporters.onnx_export import OnnxEncoder, build_encoder
 from tritonize.exporters.configs import DynamicBatcher, QueuePolicy
 from tritonize.exporters.tasks.base import DEFAULT_LIMITS, ExportSpec, RequestLimits, TaskPlugin
@@ -28,6 +29,7 @@ from tritonize.exporters import accuracy, variants
 from tritonize.exporters.accuracy import DEFAULT_MIN_AGREEMENT
 
 DEFAULT_QUEUE = QueuePolicy()
+PRECISIONS = ("fp32", "fp16")
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -57,6 +59,9 @@ class ExportOptions:
     threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
     allow_spinning: bool = True  # measured: faster at 1 caller and at saturation (benchmarks/serving.py)
     layout: Optional[str] = None  # fused | steps (None: fused where the format can, else steps)
+    device: str = "cpu"  # cpu | cuda | cuda:N: KIND_CPU or KIND_GPU instance groups for the encoder
+    precision: str = "fp32"  # fp32 | fp16 (optimum O4 behind the accuracy gate; TensorRT: the engine's)
+    trt_accelerator: bool = False  # --backend onnxruntime on a GPU: ORT's TensorRT execution provider
     task_options: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,6 +73,9 @@ class ExportResult:
     max_abs_diff: float
     seconds: float
     graph: Dict[str, str] = field(default_factory=dict)  # the served graph and its gate record
+    backend: str = "python-onnxruntime"
+    device: str = "cpu"
+    precision: str = "fp32"
 
 
 class Progress:
@@ -117,6 +125,32 @@ def _check_options(options: ExportOptions) -> None:
         variants.recipes_for("avx2", options.int8_recipe)  # refuses an unknown recipe before any work
     if options.max_batch_tokens is not None and options.max_batch_tokens < 0:
         raise ExportError(f"--max-batch-tokens must be 0 (no budget) or more, got {options.max_batch_tokens}")
+
+
+def _device(options: ExportOptions, fmt: FormatPlugin) -> configs.Device:
+    """The export's device, checked against the format, the precision and the accelerator."""
+    try:
+        device = configs.Device.parse(options.device)
+    except ValueError as exc:
+        raise ExportError(f"--device: {exc}") from None
+    if fmt.gpu_only and not device.is_gpu:
+        raise ExportError(f"backend {fmt.name!r} runs only on GPUs: add --device cuda (or cuda:N)")
+    if options.precision not in PRECISIONS:
+        raise ExportError(f"--precision {options.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if options.precision == "fp16" and not device.is_gpu:
+        raise ExportError("--precision fp16 is for GPUs (ONNX Runtime's CPU kernels are fp32): add --device cuda")
+    if options.precision == "fp16" and (options.optimize or options.quantize):
+        raise ExportError("--precision fp16 is optimum's O4 graph: it does not combine with --optimize or --quantize")
+    if options.trt_accelerator and (fmt.name != "onnxruntime" or not device.is_gpu):
+        raise ExportError("--trt-accelerator is for --backend onnxruntime with --device cuda "
+                          "(use --backend tensorrt for a TensorRT engine of its own)")
+    return device
+
+
+def _onnx_precision(fmt: FormatPlugin, options: ExportOptions) -> bool:
+    """Whether ``--precision`` is the served ONNX graph's (optimum O4), or the TensorRT builder's flag
+    (``--backend tensorrt``, and ORT's TensorRT accelerator: they take the fp32 graph)."""
+    return fmt.in_process or (fmt.name == "onnxruntime" and not options.trt_accelerator)
 
 
 def _serving(options: ExportOptions, max_length: int) -> tuple:
@@ -204,15 +238,25 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
     postprocess = placed("postprocess", _write_postprocess(spec, task, step_dir("postprocess"), names["postprocess"]))
     tokenizer = placed("tokenizer", _write_tokenizer(spec, task, fmt, encoder, step_dir("tokenizer"),
                                                     names["tokenizer"]))
-    step = fmt.write_encoder(spec, encoder, task.encoder_outputs, step_dir("encoder"), names["encoder"])
-    placed("encoder", step.config)
+    bls = fused and not fmt.in_process  # a native encoder model, which the pipeline calls through BLS
+    if bls:
+        assert shared is not None
+        native = fmt.write_encoder(spec, encoder, task.encoder_outputs, staging.model_dir(names["encoder"]),
+                                   names["encoder"])
+        configs.write_config(staging.model_dir(names["encoder"]), native.config)
+        install_step("encoder_onnxruntime.py", shared / "1", as_name="encoder_step.py")
+        encoder_config = python_encoder_config(spec, encoder, task.encoder_outputs, names["encoder"], native.config)
+    else:
+        step = fmt.write_encoder(spec, encoder, task.encoder_outputs, step_dir("encoder"), names["encoder"])
+        encoder_config = placed("encoder", step.config)
 
     inputs, outputs = task.ensemble_inputs(spec), task.ensemble_outputs(spec)
     if shared is not None:
-        pipeline = _write_pipeline(spec, task, shared, names[protocol.PIPELINE], tokenizer, step.config, postprocess)
+        pipeline = _write_pipeline(spec, task, shared, names[protocol.PIPELINE], tokenizer, encoder_config,
+                                   postprocess, configs.CPU if bls else spec.device)
         configs.write_config(shared, pipeline)
         steps = [(names[protocol.PIPELINE], _identity(task.tokenizer_inputs(spec)), _identity(outputs))]
-        models = [names["ensemble"], names[protocol.PIPELINE]]
+        models = [names["ensemble"], names[protocol.PIPELINE], *([names["encoder"]] if bls else [])]
     else:
         tokenizer_outputs = [Tensor(o.name, "int64") for o in tokenizer.output]
         steps = [
@@ -235,6 +279,8 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
             protocol.PARAM_MAX_LENGTH: str(spec.max_length),
             "tritonize.backend": fmt.name,
             protocol.PARAM_LAYOUT: layout,
+            protocol.PARAM_DEVICE: str(spec.device),
+            protocol.PARAM_PRECISION: spec.precision,
             **spec.graph,
             protocol.PARAM_MAX_TEXT_CHARS: str(spec.limits.max_text_chars),
             **({protocol.PARAM_MAX_WINDOWS: str(spec.limits.max_windows)} if task.windowed else {}),
@@ -252,7 +298,7 @@ def write_models(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, encoder:
 
 def _write_pipeline(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: str,
                     tokenizer: configs.mc.ModelConfig, encoder: configs.mc.ModelConfig,
-                    postprocess: configs.mc.ModelConfig) -> configs.mc.ModelConfig:
+                    postprocess: configs.mc.ModelConfig, device: configs.Device) -> configs.mc.ModelConfig:
     """The fused layout's one step: the three steps' code and files, each step's config in steps.json."""
     from google.protobuf.json_format import MessageToDict
 
@@ -267,16 +313,16 @@ def _write_pipeline(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: s
     for config in steps.values():
         parameters.update({key: value.string_value for key, value in config.parameters.items()})
     parameters.update({protocol.PARAM_ROLE: protocol.PIPELINE, protocol.PARAM_LAYOUT: "fused"})
-    return _python_step(spec, name, task.tokenizer_inputs(spec), task.ensemble_outputs(spec), parameters)
+    return _python_step(spec, name, task.tokenizer_inputs(spec), task.ensemble_outputs(spec), parameters, device)
 
 
 def _python_step(spec: ExportSpec, name: str, inputs: List[Tensor], outputs: List[Tensor],
-                 parameters: Dict[str, Any]) -> configs.mc.ModelConfig:
+                 parameters: Dict[str, Any], device: configs.Device = configs.CPU) -> configs.mc.ModelConfig:
     """A Python-backend step's config: its tensors and parameters, the export's batcher and instances."""
     config = configs.model_config(name, backend="python", max_batch_size=spec.max_batch_size, inputs=inputs,
                                   outputs=outputs, parameters=parameters)
     configs.add_dynamic_batching(config, spec.batcher)
-    configs.add_instances(config, spec.instances)
+    configs.add_instances(config, spec.instances, device)
     return config
 
 
@@ -296,7 +342,16 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
         raise ExportError(f"--layout {layout!r} is not one of {', '.join(protocol.LAYOUTS)}")
     if layout == "fused" and not fmt.supports_fused:
         raise ExportError(f"backend {fmt.name!r} cannot run the fused layout (one Python stub); use --layout steps")
-    variant = variants.Variant(options.optimize, options.quantize, options.quantize_for)
+    if layout == "steps" and task.windowed and not fmt.in_process:
+        raise ExportError(
+            f"backend {fmt.name!r} takes [rows, tokens], not the [texts, windows, tokens] of {task.name}: "
+            "use --layout fused (the pipeline step sends the windows to the native encoder through BLS)"
+        )
+    device = _device(options, fmt)
+    variant = variants.Variant(options.optimize, options.quantize, options.quantize_for,
+                               precision=options.precision if _onnx_precision(fmt, options) else "fp32")
+    if variant.needs_cuda:
+        variants.require_cuda(f"--precision {options.precision}")
     eval_set = None if variant.plain else accuracy.read_eval_set(task, options.eval_texts)
     progress = Progress(total=5 if variant.plain else 7, stream=stream)
 
@@ -318,6 +373,9 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
             options=task.options(checkpoint, {**options.task_options, "max_length": max_length}),
             threads=options.threads,
             allow_spinning=options.allow_spinning,
+            device=device,
+            precision=options.precision,
+            trt_accelerator=options.trt_accelerator,
         )
 
     writer = RepositoryWriter(options.repository)
@@ -340,7 +398,8 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
         f"exported {options.name} ({task.name}, {fmt.name}) to {writer.repository}: "
         f"{', '.join(models)}; ONNX vs PyTorch max |diff| {encoder.max_abs_diff:.1e}{gate}; {seconds:.1f}s\n"
     )
-    return ExportResult(options.name, writer.repository, models, encoder.max_abs_diff, seconds, dict(spec.graph))
+    return ExportResult(options.name, writer.repository, models, encoder.max_abs_diff, seconds, dict(spec.graph),
+                        fmt.name, str(device), options.precision)
 
 
 def _gated_variant(variant: variants.Variant, encoder: OnnxEncoder, model: Any, task: TaskPlugin,
@@ -361,7 +420,7 @@ def _gated_variant(variant: variants.Variant, encoder: OnnxEncoder, model: Any, 
     with progress(f"building the {variant.name} graph (optimum) and gating it at {min_agreement:.2%} agreement"):
         for recipe in recipes:
             path = variants.build(variant, encoder.path, spec.checkpoint, work_dir, recipe)
-            result = accuracy.compare(expected, accuracy.variant_answers(task, path, spec, inputs), inputs)
+            result = accuracy.compare(expected, accuracy.variant_answers(task, path, spec, inputs, variant.provider), inputs)
             tried.append((recipe, result))
             if result.rate >= min_agreement:
                 spec.graph = {
@@ -397,5 +456,6 @@ def _short(graph: Dict[str, str]) -> Dict[str, Any]:
 def summary(result: ExportResult) -> str:
     return json.dumps(
         {"name": result.name, "repository": str(result.repository), "models": result.models,
-         "max_abs_diff": result.max_abs_diff, "seconds": round(result.seconds, 2), **_short(result.graph)}
+         "max_abs_diff": result.max_abs_diff, "seconds": round(result.seconds, 2), "backend": result.backend,
+         "device": result.device, "precision": result.precision, **_short(result.graph)}
     )

@@ -27,6 +27,7 @@ from typing import List, Optional
 from tritonize.exporters.checkpoint import Checkpoint, ExportError
 
 OPTIMIZE_LEVELS = ("O1", "O2", "O3")
+FP16_LEVEL = "O4"
 QUANTIZE_MODES = ("int8",)
 CPU_TARGETS = ("avx2", "avx512", "avx512_vnni", "arm64")
 # the operators of the activations that make the MatMul after them sensitive to int8
@@ -38,20 +39,35 @@ _LAYER = re.compile(r"(?:layer|layers|block|blocks)[._/](\d+)[._/]")
 class Variant:
     """Which graph is served: the plain fp32 export, fused, int8, or both."""
 
-    optimize: Optional[str] = None  # O1 | O2 | O3
+    optimize: Optional[str] = None  # O1 | O2 | O3 (O4: set by precision fp16)
     quantize: Optional[str] = None  # int8
     target: Optional[str] = None  # the CPU the int8 graph is built for (None: this machine's)
+    precision: str = "fp32"  # fp16: optimum's O4 (fused, fp16 weights and activations, for GPUs)
 
     def __post_init__(self) -> None:
-        if self.optimize is not None and self.optimize not in OPTIMIZE_LEVELS:
+        if self.precision == "fp16":
+            if self.optimize not in (None, FP16_LEVEL) or self.quantize:
+                raise ExportError("--precision fp16 is optimum's O4 graph: it does not combine with "
+                                  "--optimize or --quantize")
+            object.__setattr__(self, "optimize", FP16_LEVEL)
+        elif self.optimize is not None and self.optimize not in OPTIMIZE_LEVELS:
             raise ExportError(
                 f"--optimize {self.optimize!r} is not one of {', '.join(OPTIMIZE_LEVELS)} "
-                "(O4, fp16, is for GPUs and not served by the CPU backends)"
+                "(O4 is fp16 for GPUs: --device cuda --precision fp16)"
             )
         if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
             raise ExportError(f"--quantize {self.quantize!r} is not one of {', '.join(QUANTIZE_MODES)}")
         if self.target is not None and self.target not in CPU_TARGETS:
             raise ExportError(f"--quantize-for {self.target!r} is not one of {', '.join(CPU_TARGETS)}")
+
+    @property
+    def needs_cuda(self) -> bool:
+        """fp16 graphs are built for, and gated on, ONNX Runtime's CUDA execution provider."""
+        return self.precision == "fp16"
+
+    @property
+    def provider(self) -> str:
+        return "CUDAExecutionProvider" if self.needs_cuda else "CPUExecutionProvider"
 
     @property
     def plain(self) -> bool:
@@ -181,6 +197,19 @@ def _finish(produced: Path, out_dir: Path, checkpoint: Checkpoint) -> Path:
     return out_dir / "model.onnx"
 
 
+def require_cuda(what: str) -> None:
+    """Refuse, before any work, an fp16 export on a host whose ONNX Runtime cannot run CUDA."""
+    import onnxruntime
+
+    providers = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in providers:
+        raise ExportError(
+            f"{what} builds the fp16 graph (optimum O4) and gates it on a GPU, with ONNX Runtime's "
+            f"CUDAExecutionProvider; this host's onnxruntime has only {', '.join(providers)}. Export on the GPU "
+            "host, with onnxruntime-gpu installed (pip install 'tritonize[export,serve-gpu]'), or export fp32"
+        )
+
+
 def build(variant: Variant, fp32_model: Path, checkpoint: Checkpoint, work_dir: Path,
           recipe: Optional[Int8Recipe] = None) -> Path:
     """Write ``variant`` of the fp32 graph ``fp32_model`` under ``work_dir``; returns its model.onnx."""
@@ -220,7 +249,9 @@ def build(variant: Variant, fp32_model: Path, checkpoint: Checkpoint, work_dir: 
             try:
                 optimizer = ORTOptimizer.from_pretrained(current.parent, file_names=[current.name])
                 out = work_dir / f"{stage}-{variant.optimize}"
-                optimizer.optimize(AutoOptimizationConfig.with_optimization_level(variant.optimize), out)
+                level = AutoOptimizationConfig.with_optimization_level(
+                    variant.optimize, for_gpu=variant.needs_cuda)
+                optimizer.optimize(level, out)
             except Exception as exc:
                 raise ExportError(
                     f"optimum could not optimize the {checkpoint.model_type} encoder at {variant.optimize}: {exc}"

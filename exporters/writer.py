@@ -8,9 +8,10 @@ repository's own filesystem, so that the final renames are atomic:
 * inside the repository, as a hidden folder, where the repository is a mount
   point of its own (a Kubernetes volume, an NFS share, a tmpfs): a rename from
   the parent's filesystem would fail with EXDEV. Triton lists every folder of
-  a repository, hidden ones too, so a server that starts or polls during those
-  seconds logs a poll failure for it; a server in explicit model-control mode
-  (``tritonize serve``, the Kubernetes manifests) loads nothing it is not told to.
+  a repository, hidden ones too (measured with 2.51): a server in poll mode
+  logs a poll failure for it while the export runs, and a server that starts
+  in those seconds refuses to start ("failed to load all models"; Kubernetes
+  restarts it). A running server in explicit or none mode never looks.
 
 Only when every model is complete are the old folders moved aside and the new
 ones renamed in. If anything fails while they are swapped, every move made so

@@ -68,7 +68,7 @@ def test_eval_texts_as_lines_json_lines_and_pairs(tmp_path):
 def test_bad_variant_options_are_refused_before_any_work(tmp_path):
     checkpoint = str(tiny_classifier("bert-single"))
     cases = [
-        (dict(optimize="O4"), "--optimize 'O4' is not one of O1, O2, O3"),
+        (dict(optimize="O4"), "--optimize 'O4' is not one of O1, O2, O3 (O4 is fp16 for GPUs: --device cuda"),
         (dict(quantize="int4"), "--quantize 'int4' is not one of int8"),
         (dict(quantize="int8", quantize_for="sse"), "--quantize-for 'sse' is not one of"),
         (dict(quantize_for="avx2"), "--quantize-for and --int8-recipe need --quantize int8"),
@@ -76,7 +76,7 @@ def test_bad_variant_options_are_refused_before_any_work(tmp_path):
         (dict(min_agreement=1.5), "--min-agreement must be between 0 and 1"),
         (dict(threads=0), "--threads must be at least 1"),
         (dict(layout="one"), "--layout 'one' is not one of fused, steps"),
-        (dict(backend="onnxruntime", layout="fused"), "cannot run the fused layout"),
+        (dict(backend="tensorrt"), "runs only on GPUs"),
     ]
     for extra, message in cases:
         with pytest.raises(ExportError, match=re.escape(message)):

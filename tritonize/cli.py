@@ -60,8 +60,18 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                         help="model repository directory (default: model_repository)")
     export.add_argument("--backend", default="python-onnxruntime",
-                        help="encoder format: python-onnxruntime (default, runs locally) or onnxruntime "
-                             "(native ORT backend of the NGC container)")
+                        help="encoder format: python-onnxruntime (default: ONNX Runtime in the Python backend, "
+                             "runs locally, CPU or CUDA), onnxruntime (Triton's native ORT backend, NGC container) "
+                             "or tensorrt (a TensorRT engine that `tritonize build-engines` builds on the GPU)")
+    export.add_argument("--device", default="cpu", metavar="cpu|cuda|cuda:N",
+                        help="where the encoder runs: KIND_CPU or KIND_GPU instance groups (default cpu). A host "
+                             "without a GPU refuses to load a cuda model; nothing falls back to the CPU")
+    export.add_argument("--precision", default="fp32", choices=["fp32", "fp16"],
+                        help="fp16 (GPUs): optimum's O4 graph behind the accuracy gate, run on the GPU at export; "
+                             "with --backend tensorrt or --trt-accelerator, TensorRT's fp16 kernels")
+    export.add_argument("--trt-accelerator", action="store_true",
+                        help="--backend onnxruntime on a GPU: ONNX Runtime's TensorRT execution provider "
+                             "(optimization.execution_accelerators)")
     export.add_argument("--max-batch-size", type=_positive, default=32)
     export.add_argument("--instances", type=_positive, default=1,
                         help="instances of each step (tokenizer, encoder, postprocess); default 1")
@@ -125,6 +135,14 @@ def _build_parser() -> argparse.ArgumentParser:
     ner.add_argument("--stride", type=int, default=None,
                      help="overlap in tokens between the windows of a long text (default: min(128, max length/4))")
 
+    engines = commands.add_parser(
+        "build-engines", help="build the TensorRT engine of every tensorrt_plan model, on this GPU")
+    engines.add_argument("repository", type=Path, help="the model repository (as mounted on the GPU host)")
+    engines.add_argument("--model", action="append", default=[], help="only this model (repeatable)")
+    engines.add_argument("--force", action="store_true", help="rebuild engines that are up to date")
+    engines.add_argument("--dry-run", action="store_true",
+                         help="print the equivalent trtexec commands and build nothing")
+
     serve = commands.add_parser("serve", help="run tritonserver on a repository until Ctrl-C")
     serve.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     serve.add_argument("--host", default="127.0.0.1")
@@ -160,6 +178,29 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
                          help="token-classification: override the model's default aggregation")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+
+    deploy = commands.add_parser("deploy", help="write what runs a model repository elsewhere (Kubernetes)")
+    kube = deploy.add_subparsers(dest="target", required=True).add_parser(
+        "kubernetes", help="a Kustomize tree: tritonserver Deployment, Service, HPA on queue time, Prometheus config",
+        description="Copy deploy/kubernetes (base + the cpu or gpu overlay) into --out and write the "
+                    "kustomization.yaml that makes it this deployment's; then: kubectl apply -k OUT.")
+    kube.add_argument("--repository", required=True, metavar="URI",
+                      help="pvc://CLAIM/PATH, s3://BUCKET/PATH, gs://BUCKET/PATH, as://ACCOUNT/CONTAINER/PATH, "
+                           "or an absolute path inside the image")
+    kube.add_argument("--name", required=True, help="prefix of every object (NAME-triton): a DNS label")
+    kube.add_argument("--out", required=True, type=Path, help="directory to write: new or empty")
+    kube.add_argument("--gpu", action="store_true",
+                      help="the gpu overlay: one nvidia.com/gpu per pod on GPU nodes (export with --device cuda)")
+    kube.add_argument("--image", default=None, help="tritonserver image (default tritonize-triton:latest)")
+    kube.add_argument("--replicas", type=_positive, default=1, help="fewest pods: the autoscaler's minimum")
+    kube.add_argument("--max-replicas", type=_positive, default=None, help="most pods (default max(4, --replicas))")
+    kube.add_argument("--namespace", default=None, help="namespace of every object (default: kubectl's)")
+    kube.add_argument("--credentials-secret", default=None,
+                      help="object storage: the Secret with its keys (default tritonize-storage-credentials; "
+                           "'' for none: IRSA, Workload Identity)")
+    kube.add_argument("--prometheus-operator", action="store_true",
+                      help="also a ServiceMonitor on the Service (a Prometheus Operator CRD)")
+    kube.add_argument("--force", action="store_true", help="replace what an earlier run wrote into --out")
     _add_loadtest_parser(commands)
     return parser
 
@@ -285,6 +326,9 @@ def _export(args: argparse.Namespace) -> int:
         threads=args.threads,
         allow_spinning=args.spin == "on",
         layout=args.layout,
+        device=args.device,
+        precision=args.precision,
+        trt_accelerator=args.trt_accelerator,
         task_options={
             key: value
             for key, value in (
@@ -396,9 +440,41 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from tritonize.deploy import k8s  # the standard library only
+
+    options = dict(gpu=args.gpu, image=args.image, replicas=args.replicas, max_replicas=args.max_replicas,
+                   namespace=args.namespace, prometheus_operator=args.prometheus_operator,
+                   credentials_secret=k8s.DEFAULT_CREDENTIALS_SECRET
+                   if args.credentials_secret is None else args.credentials_secret)
+    try:
+        plan = k8s.plan_kubernetes(args.repository, args.name, **options)
+        written = k8s.write_kubernetes(args.repository, args.name, args.out, force=args.force, **options)
+    except k8s.KubernetesError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"could not write {args.out}: {exc}", code=1)
+    print(k8s.describe(plan, args.out, written))
+    return 0
+
+
+def _build_engines(args: argparse.Namespace) -> int:
+    from tritonize.exporters.checkpoint import ExportError
+    from tritonize.exporters.engines import build_engines
+
+    try:
+        built = build_engines(args.repository, args.model or None, force=args.force, dry_run=args.dry_run)
+    except ExportError as exc:
+        return _fail(str(exc))
+    if not args.dry_run:
+        print(f"built {len(built)} engine(s) in {args.repository}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
-    handlers = {"export": _export, "serve": _serve, "predict": _predict, "loadtest": _loadtest}
+    handlers = {"export": _export, "serve": _serve, "predict": _predict, "loadtest": _loadtest, "deploy": _deploy,
+                "build-engines": _build_engines}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

@@ -79,6 +79,9 @@ PARAM_EVAL_INPUTS = "tritonize.eval_inputs"  # how many
 PARAM_EVAL_SOURCE = "tritonize.eval_source"  # the --eval-texts file, or the built-in set
 PARAM_INTRA_OP_THREADS = "tritonize.intra_op_threads"  # ORT threads per encoder instance; auto: cores/instances
 PARAM_ALLOW_SPINNING = "tritonize.allow_spinning"  # ORT intra-op spin-wait: 1 or 0
+PARAM_DEVICE = "tritonize.device"  # cpu | cuda | cuda:N: where the encoder runs
+PARAM_PRECISION = "tritonize.precision"  # fp32 | fp16
+PARAM_ENCODER_MODEL = "tritonize.encoder_model"  # the native encoder model a Python step calls through BLS
 PARAM_SOURCE = "tritonize.source"  # the checkpoint the model was exported from
 PARAM_VERSION = "tritonize.version"
 

@@ -65,6 +65,25 @@ class Job:
         return k
 
 
+class BlsSession:
+    """The encoder as another Triton model (native ``onnxruntime_onnx`` or ``tensorrt_plan``): each run of
+    the scheduler is one BLS request of ``[rows, tokens]`` tensors, named as the ONNX graph's inputs."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def run(self, names, feed):
+        request = pb_utils.InferenceRequest(
+            model_name=self.model,
+            inputs=[pb_utils.Tensor(name, array) for name, array in feed.items()],
+            requested_output_names=list(names),
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"encoder model '{self.model}': {response.error().message()}")
+        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in names]
+
+
 class RunMetrics:
     """Triton custom metrics of the scheduler's ONNX Runtime runs (on Triton's /metrics endpoint)."""
 
@@ -122,7 +141,12 @@ class TritonPythonModel:
         self.type_vocab_size = int_param(config, "tritonize.type_vocab_size", 0)
         self.max_positions = int_param(config, "tritonize.max_positions", 0)
         self.max_rows = int_param(config, "tritonize.max_rows", 0)
-        kind = "GPU" if args.get("model_instance_kind") == "GPU" else "CPU"
+        self.native = param(config, "tritonize.encoder_model", "")  # BLS: a native encoder model runs it
+        if self.native:  # its budget is that model's device's
+            kind = "GPU" if param(config, "tritonize.device", "cpu").startswith("cuda") else "CPU"
+        else:
+            kind = "GPU" if args.get("model_instance_kind") == "GPU" else "CPU"
+        self.max_run_rows = int_param(config, "tritonize.max_run_rows", 0)  # 0: no limit but the budget
         budget = param(config, "tritonize.max_batch_tokens", "auto")
         if budget in ("", "auto"):  # at least one full sequence per run
             self.budget = max(DEFAULT_MAX_BATCH_TOKENS[kind], self.max_positions)
@@ -132,6 +156,30 @@ class TritonPythonModel:
             self.budget = 1 << 62
         self.rank = len(config["input"][0]["dims"]) + 1  # with the batch dimension
 
+        if self.native:
+            self.session = BlsSession(self.native)
+            self.threads = 0
+            pb_utils.Logger.log_info(f"{self.name}: the encoder runs in Triton model '{self.native}' (BLS)")
+            self.layout = {name: (bool(per_token), tuple(tail))
+                           for name, (per_token, tail) in json.loads(param(config, "tritonize.encoder_layout")).items()}
+        else:
+            self._open_session(config, version_dir, kind, args)
+        self.tails = {}  # ONNX output -> trailing dims learned from the first run
+        try:
+            self.metrics = RunMetrics(self.name, args.get("model_instance_name", self.name))
+        except Exception:  # noqa: BLE001 - a server started with metrics off
+            self.metrics = None
+
+        self.pending = []  # jobs with rows not yet computed, in arrival order
+        self.turn = 0  # runs so far: every other one starts with the oldest job
+        self.max_pending = 2 * max(1, int(config.get("max_batch_size", 1)))
+        self.lock = threading.Condition()
+        self.stopping = False
+        self.worker = threading.Thread(target=self._loop, name=f"{self.name}-scheduler", daemon=True)
+        self.worker.start()
+
+    def _open_session(self, config, version_dir, kind, args):
+        """ONNX Runtime in this process: on the CPU, or on the instance's GPU (never a silent CPU fallback)."""
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.threads = intra_op_threads(config)
@@ -148,12 +196,25 @@ class TritonPythonModel:
         # "tritonize.ort_defaults" = "1" restores ONNX Runtime's defaults.
         options.enable_mem_pattern = param(config, "tritonize.ort_defaults", "0") == "1"
         providers = ["CPUExecutionProvider"]
-        if kind == "GPU" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if kind == "GPU":
+            available = ort.get_available_providers()
+            if "CUDAExecutionProvider" not in available:
+                raise pb_utils.TritonModelException(
+                    f"{self.name}: this instance is KIND_GPU (exported with --device cuda), but this onnxruntime "
+                    f"has no CUDAExecutionProvider (it has {', '.join(available)}). Install onnxruntime-gpu "
+                    "(pip install 'tritonize[serve-gpu]'), or export with --device cpu"
+                )
             device = int(args.get("model_instance_device_id", 0))
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(
             os.path.join(version_dir, "model.onnx"), sess_options=options, providers=providers
         )
+        if kind == "GPU" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise pb_utils.TritonModelException(
+                f"{self.name}: ONNX Runtime could not start its CUDA execution provider on GPU {device} "
+                f"(the session runs on {self.session.get_providers()[0]}); is the CUDA/cuDNN runtime that "
+                "onnxruntime-gpu needs installed? Refusing to serve a KIND_GPU model on the CPU"
+            )
         used = self.session.get_session_options()
         pb_utils.Logger.log_info(
             f"{self.name}: ONNX Runtime session on {self.session.get_providers()[0]}, "
@@ -170,19 +231,6 @@ class TritonPythonModel:
             per_token = len(shape) >= 2 and not isinstance(shape[1], int)
             tail = shape[2:] if per_token else shape[1:]
             self.layout[output.name] = (per_token, tuple(d if isinstance(d, int) else 0 for d in tail))
-        self.tails = {}  # ONNX output -> trailing dims learned from the first run
-        try:
-            self.metrics = RunMetrics(self.name, args.get("model_instance_name", self.name))
-        except Exception:  # noqa: BLE001 - a server started with metrics off
-            self.metrics = None
-
-        self.pending = []  # jobs with rows not yet computed, in arrival order
-        self.turn = 0  # runs so far: every other one starts with the oldest job
-        self.max_pending = 2 * max(1, int(config.get("max_batch_size", 1)))
-        self.lock = threading.Condition()
-        self.stopping = False
-        self.worker = threading.Thread(target=self._loop, name=f"{self.name}-scheduler", daemon=True)
-        self.worker.start()
 
     # -- requests -------------------------------------------------------------------------
     def execute(self, requests):
@@ -311,15 +359,19 @@ class TritonPythonModel:
                 # a run that already holds rows is topped up only with requests it finishes: the rows
                 # of a long text never slow down the run that answers the short requests
                 wider = max(width, int(job.lengths[job.todo[-1]]))
-                if (len(group) + len(job.todo)) * wider > budget:
+                if (len(group) + len(job.todo)) * wider > budget or self._full(len(group) + len(job.todo)):
                     return group
             while job.todo:
                 wider = max(width, int(job.lengths[job.todo[0]]))
-                if group and (len(group) + 1) * wider > budget:
+                if group and ((len(group) + 1) * wider > budget or self._full(len(group) + 1)):
                     return group
                 group.append((job, job.take()))
                 width = wider
         return group
+
+    def _full(self, rows):
+        """Past the native encoder's max_batch_size (the BLS layout): one BLS request holds at most that."""
+        return bool(self.max_run_rows) and rows > self.max_run_rows
 
     def _run(self, group):
         longest = max(int(job.lengths[k]) for job, k in group)

@@ -40,6 +40,11 @@ class FormatPlugin(ABC):
     supports_windows: ClassVar[bool] = False
     #: whether the encoder can share one Python stub with the tokenizer and postprocess (--layout fused)
     supports_fused: ClassVar[bool] = False
+    #: whether the encoder runs inside the Python step (else it is a native model of its own, NAME_encoder,
+    #: that the fused layout's Python step calls through BLS)
+    in_process: ClassVar[bool] = True
+    #: whether the format runs only on a GPU (--device cuda)
+    gpu_only: ClassVar[bool] = False
 
     @abstractmethod
     def write_encoder(

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence
 
 from tritonize import protocol
 from tritonize.exporters.checkpoint import Checkpoint, ExportError
-from tritonize.exporters.configs import DynamicBatcher, Tensor
+from tritonize.exporters.configs import CPU, Device, DynamicBatcher, Tensor
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,9 @@ class ExportSpec:
     options: Dict[str, Any] = field(default_factory=dict)
     threads: Optional[int] = None  # ORT intra-op threads per encoder instance (None: cores / instances)
     allow_spinning: bool = True
+    device: Device = CPU  # where the encoder runs (the fused pipeline, or the encoder model)
+    precision: str = "fp32"  # fp32 | fp16 (GPUs only)
+    trt_accelerator: bool = False  # native onnxruntime: TensorRT execution accelerator on the GPU
     #: the served graph and its gate record (protocol.PARAM_GRAPH ...), set once the encoder is built
     graph: Dict[str, str] = field(default_factory=lambda: {protocol.PARAM_GRAPH: "fp32"})
 
