@@ -35,6 +35,7 @@ BASE_IMAGE = "tritonize-triton"            # the image name the base (and `image
 BASE_CLAIM = "tritonize-model-repository"  # the base's PersistentVolumeClaim
 MOUNT_PATH = "/models"                     # where the base mounts it
 REPOSITORY_ENV = "TRITONIZE_MODEL_REPOSITORY"  # tritonserver --model-repository=$(this)
+ENGINE_REPOSITORY = "/repository"          # --tensorrt: the copy of the repository with its engines
 DEFAULT_CREDENTIALS_SECRET = "tritonize-storage-credentials"
 DEFAULT_MAX_REPLICAS = 4                   # the base HPA's maxReplicas
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -201,6 +202,7 @@ class KubernetesDeployment:
     namespace: Optional[str] = None
     credentials_secret: Optional[str] = DEFAULT_CREDENTIALS_SECRET
     prometheus_operator: bool = False   # also a ServiceMonitor (components/prometheus-operator)
+    tensorrt: bool = False              # an init container builds the TensorRT engines on the pod's GPU
 
     @property
     def overlay(self) -> str:
@@ -220,6 +222,8 @@ class KubernetesDeployment:
             # here, where the prefix and the instance label are set, so that they reach the ServiceMonitor
             doc["components"] = ["components/prometheus-operator"]
         doc["patches"] = [{"path": "patches/repository.yaml"}, {"path": "patches/autoscaling.yaml"}]
+        if self.tensorrt:  # after repository.yaml: it points tritonserver at the copy with engines
+            doc["patches"].append({"path": "patches/tensorrt.yaml"})
         if self.image is not None:
             doc["images"] = [self.image.kustomize()]
         return doc
@@ -261,6 +265,35 @@ class KubernetesDeployment:
             "spec": {"template": {"spec": {"containers": [container], "volumes": volumes}}},
         }
 
+    def tensorrt_patch(self) -> Dict[str, Any]:
+        """An init container that copies the repository into an emptyDir and runs ``tritonize build-engines``
+        there, on the pod's own GPU (an engine belongs to the GPU model and TensorRT version that built it);
+        tritonserver then serves the copy. The image needs tritonize and TensorRT (deploy/docker/Dockerfile,
+        ``--build-arg TENSORRT=tensorrt==10.5.*``)."""
+        source = self.repository.model_repository
+        init = {
+            "name": "build-engines",
+            "image": f"{BASE_IMAGE}:latest",
+            "command": ["sh", "-c", 'cp -a "$SOURCE_REPOSITORY/." /repository/ && tritonize build-engines /repository'],
+            "env": [{"name": "SOURCE_REPOSITORY", "value": source}],
+            "resources": {"limits": {"nvidia.com/gpu": "1", "cpu": "4", "memory": "16Gi"},
+                          "requests": {"cpu": "4", "memory": "16Gi"}},
+            "volumeMounts": [{"name": "model-repository", "mountPath": MOUNT_PATH, "readOnly": True},
+                             {"name": "engine-repository", "mountPath": ENGINE_REPOSITORY}],
+        }
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": BASE_NAME},
+            "spec": {"template": {"spec": {
+                "initContainers": [init],
+                "containers": [{"name": "triton", "env": [{"name": REPOSITORY_ENV, "value": ENGINE_REPOSITORY}],
+                                "volumeMounts": [{"name": "engine-repository", "mountPath": ENGINE_REPOSITORY,
+                                                  "readOnly": True}]}],
+                "volumes": [{"name": "engine-repository", "emptyDir": {"sizeLimit": "20Gi"}}],
+            }}},
+        }
+
     def autoscaling_patch(self) -> Dict[str, Any]:
         return {
             "apiVersion": "autoscaling/v2",
@@ -285,6 +318,8 @@ class KubernetesDeployment:
             words += ["--namespace", self.namespace]
         if self.prometheus_operator:
             words.append("--prometheus-operator")
+        if self.tensorrt:
+            words.append("--tensorrt")
         if self.credentials_secret != DEFAULT_CREDENTIALS_SECRET and self.repository.object_storage:
             words += ["--credentials-secret", self.credentials_secret or ""]
         return " ".join(shlex.quote(w) for w in words) + " --force"
@@ -323,9 +358,16 @@ def plan_kubernetes(
     namespace: Optional[str] = None,
     credentials_secret: Optional[str] = DEFAULT_CREDENTIALS_SECRET,
     prometheus_operator: bool = False,
+    tensorrt: bool = False,
 ) -> KubernetesDeployment:
     """Check every input and say what the tree will hold; raises :class:`KubernetesError`."""
     repo = ModelRepository.parse(repository)
+    if tensorrt and not gpu:
+        raise KubernetesError("--tensorrt builds TensorRT engines on the pod's GPU: add --gpu")
+    if tensorrt and repo.claim is None:
+        raise KubernetesError(f"--tensorrt copies the repository from a volume before building engines; "
+                              f"{repository!r} is not a pvc:// repository (object storage would need its own "
+                              f"copy step: build the engines into the bucket from a GPU job instead)")
     check_name(name)
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
         raise KubernetesError(f"replicas {replicas!r} must be a whole number of at least 1")
@@ -342,6 +384,7 @@ def plan_kubernetes(
         repository=repo, name=name, gpu=gpu, image=ImageRef.parse(image) if image is not None else None,
         replicas=replicas, max_replicas=top, namespace=namespace or None,
         credentials_secret=credentials_secret or None, prometheus_operator=prometheus_operator,
+        tensorrt=tensorrt,
     )
 
 
@@ -357,6 +400,7 @@ def write_kubernetes(
     namespace: Optional[str] = None,
     credentials_secret: Optional[str] = DEFAULT_CREDENTIALS_SECRET,
     prometheus_operator: bool = False,
+    tensorrt: bool = False,
     force: bool = False,
 ) -> List[Path]:
     """Write the Kustomize tree that serves ``repository`` as ``name`` into ``out``; return its files.
@@ -372,7 +416,8 @@ def write_kubernetes(
     """
     plan = plan_kubernetes(repository, name, gpu=gpu, image=image, replicas=replicas,
                            max_replicas=max_replicas, namespace=namespace,
-                           credentials_secret=credentials_secret, prometheus_operator=prometheus_operator)
+                           credentials_secret=credentials_secret, prometheus_operator=prometheus_operator,
+                           tensorrt=tensorrt)
     out = Path(out)
     base = MANIFESTS / "base"
     overlay = MANIFESTS / "overlays" / plan.overlay
@@ -408,6 +453,9 @@ def write_kubernetes(
         _write_yaml(out / "patches" / "autoscaling.yaml", plan.autoscaling_patch(),
                     ["Replicas: the HorizontalPodAutoscaler's bounds (the Deployment has no replicas field)"]),
     ]
+    if plan.tensorrt:
+        written.append(_write_yaml(out / "patches" / "tensorrt.yaml", plan.tensorrt_patch(),
+                                   ["TensorRT engines, built on the pod's GPU before tritonserver starts"]))
     copied = sorted(p for p in (out / "base").rglob("*") if p.is_file())
     copied += sorted(p for p in (out / "overlays").rglob("*") if p.is_file())
     copied += sorted(p for p in (out / "components").rglob("*") if p.is_file())

@@ -125,18 +125,20 @@ def trees(kubectl, tmp_path_factory) -> Dict[str, List[Dict[str, Any]]]:
            "--namespace", "inference")
     deploy(root / "gs", "--repository", "gs://ml-models/repo", "--name", "pii")
     deploy(root / "image", "--repository", "/models", "--name", "baked")
+    deploy(root / "tensorrt", "--repository", "pvc://model-store/repos/qa", "--name", "qa", "--gpu", "--tensorrt",
+           "--image", "registry.example.com/ml/tritonize-triton:0.1.0")
     rendered = {
         "base": render(kubectl, MANIFESTS / "base"),
         "cpu": render(kubectl, MANIFESTS / "overlays" / "cpu"),
         "gpu": render(kubectl, MANIFESTS / "overlays" / "gpu"),
         "kserve": render(kubectl, MANIFESTS / "kserve"),
     }
-    for name in ("pvc", "s3", "gs", "image"):
+    for name in ("pvc", "s3", "gs", "image", "tensorrt"):
         rendered[f"cli-{name}"] = render(kubectl, root / name)
     return rendered
 
 
-SERVING = ["base", "cpu", "gpu", "cli-pvc", "cli-s3", "cli-gs", "cli-image"]
+SERVING = ["base", "cpu", "gpu", "cli-pvc", "cli-s3", "cli-gs", "cli-image", "cli-tensorrt"]
 
 
 @pytest.mark.parametrize("tree", SERVING + ["kserve"])
@@ -434,6 +436,8 @@ def test_prometheus_operator_component_selects_the_service(kubectl, tmp_path):
     (["--name", "ok", "--repository", "s3://b/r", "--image", "Registry/UPPER:tag"], "Registry/UPPER:tag"),
     (["--name", "ok", "--repository", "s3://b/r", "--replicas", "5", "--max-replicas", "2"], "max replicas 2"),
     (["--name", "ok", "--repository", "s3://b/r", "--namespace", "Bad.NS"], "Bad.NS"),
+    (["--name", "ok", "--repository", "pvc://c/r", "--tensorrt"], "--tensorrt"),
+    (["--name", "ok", "--repository", "s3://b/r", "--gpu", "--tensorrt"], "s3://b/r"),
 ])
 def test_bad_inputs_exit_2_naming_the_value(tmp_path, args, value):
     out = tmp_path / "out"
@@ -481,3 +485,24 @@ def test_yaml_writer_round_trips():
         "nested": [{"a": [1, 2.5, True, None]}, [["deep"]]],
     }
     assert yaml.safe_load(k8s.to_yaml(document, ["a comment"])) == document
+
+
+def test_tensorrt_engines_are_built_on_the_pods_gpu_before_triton_starts(trees):
+    """--tensorrt: an init container copies the PVC's repository into an emptyDir and runs build-engines on
+    the pod's GPU, with the same (replaced) image; tritonserver serves that copy."""
+    objects = trees["cli-tensorrt"]
+    deployment = one(objects, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    [init] = spec["initContainers"]
+    assert init["image"] == "registry.example.com/ml/tritonize-triton:0.1.0"  # images: reaches it too
+    assert "tritonize build-engines /repository" in init["command"][-1]
+    assert {e["name"]: e["value"] for e in init["env"]}["SOURCE_REPOSITORY"] == "/models/repos/qa"
+    assert init["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert mounts["model-repository"]["readOnly"] is True and mounts["engine-repository"]["mountPath"] == "/repository"
+    triton = container(objects)
+    assert flag(effective_args(triton), "model-repository") == "/repository"
+    assert {m["name"] for m in triton["volumeMounts"]} >= {"engine-repository", "model-repository"}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes["engine-repository"]
+    assert volumes["model-repository"]["persistentVolumeClaim"]["claimName"] == "model-store"

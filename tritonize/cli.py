@@ -200,6 +200,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            "'' for none: IRSA, Workload Identity)")
     kube.add_argument("--prometheus-operator", action="store_true",
                       help="also a ServiceMonitor on the Service (a Prometheus Operator CRD)")
+    kube.add_argument("--tensorrt", action="store_true",
+                      help="with --gpu and a pvc:// repository: an init container copies the repository and runs "
+                           "`tritonize build-engines` on the pod's GPU (models exported with --backend tensorrt)")
     kube.add_argument("--force", action="store_true", help="replace what an earlier run wrote into --out")
     _add_loadtest_parser(commands)
     return parser
@@ -444,7 +447,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from tritonize.deploy import k8s  # the standard library only
 
     options = dict(gpu=args.gpu, image=args.image, replicas=args.replicas, max_replicas=args.max_replicas,
-                   namespace=args.namespace, prometheus_operator=args.prometheus_operator,
+                   namespace=args.namespace, prometheus_operator=args.prometheus_operator, tensorrt=args.tensorrt,
                    credentials_secret=k8s.DEFAULT_CREDENTIALS_SECRET
                    if args.credentials_secret is None else args.credentials_secret)
     try:
