@@ -15,6 +15,7 @@ from tritonize.client.errors import (
 )
 from tritonize.client.aio import AsyncClient
 from tritonize.client.connection import Connection
+from tritonize.client.endpoints import Endpoints, EndpointStatus
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
 from tritonize.client.sync import Client
@@ -27,6 +28,8 @@ __all__ = [
     "Client",
     "Connection",
     "DeadlineExceeded",
+    "EndpointStatus",
+    "Endpoints",
     "Entity",
     "InvalidInput",
     "LabelScore",

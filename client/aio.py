@@ -1,7 +1,8 @@
 """``AsyncClient``: the asyncio SDK, on tritonclient's grpc.aio.
 
 Same methods, arguments and results as ``Client``; every method is a
-coroutine. The contract of each call is shared with ``Client`` (``calls.py``).
+coroutine. The contract of each call is shared with ``Client`` (``calls.py``),
+and so is the choice of endpoint and failover (``endpoints.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tritonclient.utils import InferenceServerException
 from tritonize.client import calls
 from tritonize.client.calls import Plan, Request, Texts
 from tritonize.client.connection import Connection
-from tritonize.client.errors import DeadlineExceeded, TritonizeError, translate_error
+from tritonize.client.endpoints import Channels, Endpoints, Route, as_endpoints
+from tritonize.client.errors import TritonizeError, translate_error
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
 from tritonize.protocol import Entity, LabelScore
@@ -29,28 +31,38 @@ class AsyncClient:
 
     >>> async with AsyncClient("localhost:8001") as client:
     ...     await client.classify("sentiment", "I love it")
+
+    ``url`` takes what ``Client``'s does: one server, several
+    (``"h1:8001,h2:8001"`` or a list), ``"dns:///NAME:PORT"``, or an
+    ``Endpoints`` pool; calls are spread and fail over in the same way.
     """
 
     def __init__(
         self,
-        url: str = "localhost:8001",
+        url: Union[str, Sequence[str], Endpoints] = "localhost:8001",
         *,
         timeout: Optional[float] = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         max_in_flight: int = 4,
         connection: Optional[Connection] = None,
     ) -> None:
-        calls.check_client_arguments(url, timeout, retry, max_in_flight, connection)
-        self.url = url
+        calls.check_client_arguments(timeout, retry, max_in_flight, connection)
+        self.endpoints = as_endpoints(url)
+        self.url = self.endpoints.url
         self.timeout = timeout
         self.retry = retry
         self.max_in_flight = max_in_flight
         self.connection = connection or Connection()
-        self._grpc = aioclient.InferenceServerClient(url=url, **self.connection.client_arguments())
+        self._channels: Channels[aioclient.InferenceServerClient] = Channels(
+            self.endpoints, self._connect, grace=(timeout or 60.0) + 5.0)
         self._models: Dict[str, ModelInfo] = {}
 
+    def _connect(self, address: str, server_name: Optional[str]) -> aioclient.InferenceServerClient:
+        return aioclient.InferenceServerClient(url=address, **self.connection.client_arguments(server_name))
+
     async def close(self) -> None:
-        await self._grpc.close()
+        for channel in self._channels.close_all():
+            await channel.close()
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -62,27 +74,52 @@ class AsyncClient:
     def _timeout(self, timeout: Optional[float]) -> Optional[float]:
         return self.timeout if timeout is None else timeout
 
+    async def _refresh(self) -> None:
+        """Look DNS names up again when due (in a thread: the lookup blocks), close dropped channels."""
+        if self.endpoints.stale():
+            await asyncio.get_running_loop().run_in_executor(None, self.endpoints.refresh)
+        for channel in self._channels.retired():
+            await channel.close()
+
     async def _call(self, model: Optional[str], method: str, *args: Any, timeout: Optional[float], **kwargs: Any) -> Any:
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        retry = 0
+        await self._refresh()
+        route = Route(self.endpoints, self.retry, timeout, model)
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise DeadlineExceeded(
-                    f"model {model!r} on {self.url}: deadline of {timeout}s exceeded", url=self.url, model=model
-                )
+            address, left = route.next()
             try:
-                return await getattr(self._grpc, method)(
+                result = await getattr(self._channels.get(address), method)(
                     *args, headers=self.connection.headers or None, client_timeout=left, **kwargs
                 )
             except InferenceServerException as exc:
-                error = translate_error(exc, self.url, model)
-            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic(), started)
-            if wait is None:
-                raise error
-            retry += 1
-            await asyncio.sleep(wait)
+                wait = route.failed(address, exc)  # raises when the call gives up
+                if wait:
+                    await asyncio.sleep(wait)
+                continue
+            except BaseException:
+                route.abandoned(address)
+                raise
+            route.answered(address)
+            return result
+
+    async def _probe(self, method: str, *args: Any, timeout: Optional[float]) -> bool:
+        """``is_live``/``is_ready``: True if an endpoint says so (healthy ones asked first), within ``timeout``."""
+        await self._refresh()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for address in self.endpoints.probe_order():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                answer = bool(await getattr(self._channels.get(address), method)(
+                    *args, headers=self.connection.headers or None, client_timeout=left))
+            except InferenceServerException as exc:
+                if translate_error(exc, address, None).endpoint_down:
+                    self.endpoints.mark_down(address, str(exc))
+                continue
+            self.endpoints.mark_up(address)
+            if answer:
+                return True
+        return False
 
     async def _send(self, plan: Plan, request: Request, timeout: Optional[float]) -> List[Any]:
         inputs = []
@@ -123,23 +160,15 @@ class AsyncClient:
     # -- server and models -----------------------------------------------------
     async def is_live(self, timeout: Optional[float] = None) -> bool:
         calls.check_timeout(timeout)
-        try:
-            return bool(await self._grpc.is_server_live(headers=self.connection.headers or None,
-                                                        client_timeout=self._timeout(timeout)))
-        except InferenceServerException:
-            return False
+        return await self._probe("is_server_live", timeout=self._timeout(timeout))
 
     async def is_ready(self, model: Optional[str] = None, timeout: Optional[float] = None) -> bool:
         if model is not None:
             calls.check_model(model)
         calls.check_timeout(timeout)
-        headers = self.connection.headers or None
-        try:
-            if model is None:
-                return bool(await self._grpc.is_server_ready(headers=headers, client_timeout=self._timeout(timeout)))
-            return bool(await self._grpc.is_model_ready(model, headers=headers, client_timeout=self._timeout(timeout)))
-        except InferenceServerException:
-            return False
+        if model is None:
+            return await self._probe("is_server_ready", timeout=self._timeout(timeout))
+        return await self._probe("is_model_ready", model, timeout=self._timeout(timeout))
 
     async def model_info(self, model: str, *, refresh: bool = False, timeout: Optional[float] = None) -> ModelInfo:
         calls.check_model(model)

@@ -77,10 +77,11 @@ class Call:
     plan: Callable[[ModelInfo, str], Plan]
 
 
-def check_client_arguments(url: Any, timeout: Any, retry: Any, max_in_flight: Any, connection: Any) -> None:
-    """A ``Client``'s or ``AsyncClient``'s settings: a ``ValueError`` naming the wrong one."""
-    if not isinstance(url, str) or not url.strip():
-        raise ValueError(f"url must be a non-empty str such as 'localhost:8001', got {url!r}")
+def check_client_arguments(timeout: Any, retry: Any, max_in_flight: Any, connection: Any) -> None:
+    """A ``Client``'s or ``AsyncClient``'s settings: a ``ValueError`` naming the wrong one.
+
+    Its ``url`` is checked by ``endpoints.as_endpoints``.
+    """
     try:
         check_timeout(timeout)
     except InvalidInput as exc:

@@ -15,6 +15,9 @@ class TritonizeError(Exception):
         self.url = url
         self.model = model
         self.status: str = ""  # the gRPC status, when the error came from the server
+        # the server itself is gone (unreachable, stopping, connection lost), not just this model or request:
+        # a client over several endpoints sets that endpoint aside for a cool-down (see endpoints.py)
+        self.endpoint_down: bool = False
 
 
 class ServerUnavailable(TritonizeError):
@@ -78,6 +81,7 @@ def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
         error = ServerUnavailable(f"server {url} cancelled the call ({text}); it is stopping or restarting",
                                   url=url, model=model)
         error.status = "UNAVAILABLE"
+        error.endpoint_down = True
         return error
     if "stub process" in lowered and "is not healthy" in lowered:
         # a step's Python stub died (out of memory, killed); `tritonize serve` reloads it within seconds
@@ -90,7 +94,9 @@ def translate_error(exc: Any, url: str, model: Optional[str]) -> TritonizeError:
     if "RESOURCE_EXHAUSTED" in status:
         error = ServerUnavailable(f"server {url} is overloaded (RESOURCE_EXHAUSTED): {text}", url=url, model=model)
     elif "UNAVAILABLE" in status and "not ready" not in lowered and "unknown model" not in lowered:
+        # no connection (refused, reset, DNS), or the server is stopping: the whole server is unavailable
         error = ServerUnavailable(f"server {url} is unavailable: {text}", url=url, model=model)
+        error.endpoint_down = True
     elif "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered:
         error = DeadlineExceeded(f"{where}: deadline exceeded ({text})", url=url, model=model)
     elif "has no available versions" in lowered or "not ready" in lowered:

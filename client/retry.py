@@ -33,12 +33,25 @@ class RetryPolicy:
       nor a cap does not retry forever: it keeps retrying for
       ``WINDOW_WITHOUT_DEADLINE`` (60) seconds from its first try, then gives
       up. Give it a ``timeout``, or set ``attempts``, to choose otherwise.
+    * ``failover`` (default on) matters to a client over several endpoints
+      (``Client("h1:8001,h2:8001")``): a try that fails with a retryable status
+      is sent again *at once*, with no wait, to an endpoint this call has not
+      tried yet in this round; only when every endpoint has failed does the
+      call wait (the backoff above) and start a new round. ``attempts``
+      counts rounds, so ``attempts=1`` still tries each endpoint once; with
+      one endpoint a round is one try, as before. ``failover=False`` waits
+      before every retry, wherever it goes.
+
+    Retrying, on the same server or another, is safe because every
+    tritonize model is stateless: an inference sent twice gives the same
+    answer twice and changes nothing on the server.
     """
 
     attempts: Optional[int] = None
     initial_backoff: float = 0.1
     max_backoff: float = 1.0
     multiplier: float = 2.0
+    failover: bool = True
 
     def __post_init__(self) -> None:
         if self.attempts is not None and (
@@ -58,10 +71,17 @@ class RetryPolicy:
                 f"initial_backoff={self.initial_backoff!r}, max_backoff={self.max_backoff!r}, "
                 f"multiplier={self.multiplier!r}"
             )
+        if not isinstance(self.failover, bool):
+            raise ValueError(f"RetryPolicy.failover must be a bool, got {self.failover!r}")
 
     @staticmethod
     def retryable(status: Optional[str]) -> bool:
+        """Whether a try that failed with ``status`` may be sent again: the one place that decides it."""
         return any(code in str(status or "") for code in RETRYABLE)
+
+    def fails_over(self, status: Optional[str]) -> bool:
+        """Whether a try that failed with ``status`` goes at once to another endpoint not yet tried."""
+        return self.failover and self.retryable(status)
 
     def next_wait(
         self,
@@ -99,5 +119,5 @@ class RetryPolicy:
         return (rng or random).uniform(0.0, cap)
 
 
-NO_RETRY = RetryPolicy(attempts=1)
-"""Never retry: every error is raised at once."""
+NO_RETRY = RetryPolicy(attempts=1, failover=False)
+"""Never retry: every error is raised at once, even on a client over several endpoints."""

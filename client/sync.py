@@ -2,9 +2,10 @@
 
 It needs only tritonclient[grpc] and numpy. A model's task, labels and batch
 limit are learned from the server (its config ``parameters``), never from the
-caller. What each call sends and reads back is in ``calls.py``; this module
-is the transport: one channel, deadlines, retries, and chunks sent
-concurrently with a bounded number in flight.
+caller. What each call sends and reads back is in ``calls.py``; which
+server each try goes to is in ``endpoints.py``; this module is the transport:
+one channel per server, deadlines, retries, and chunks sent concurrently with
+a bounded number in flight.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from tritonclient.utils import InferenceServerException
 from tritonize.client import calls
 from tritonize.client.calls import Plan, Request, Texts
 from tritonize.client.connection import Connection
-from tritonize.client.errors import DeadlineExceeded, TritonizeError, translate_error
+from tritonize.client.endpoints import Channels, Endpoints, Route, as_endpoints
+from tritonize.client.errors import TritonizeError, translate_error
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
 from tritonize.protocol import Answer, Entity, LabelScore
@@ -33,6 +35,17 @@ class Client:
     ...     client.classify("sentiment", "I love it")
     [LabelScore(label='positive', score=0.97), ...]
 
+    ``url`` is one server (``"triton:8001"``), several that serve the same
+    repository (``"h1:8001,h2:8001"`` or a list), a DNS name that stands for
+    several (``"dns:///triton-headless:8001"``: one endpoint per address, looked
+    up again every 30 s), or an ``Endpoints`` pool for its settings. Calls are
+    spread over the endpoints (fewest in flight, round-robin); a try that fails
+    with a retryable status goes at once to another endpoint, and one whose
+    server went away (connection refused or lost, stopping) is set aside for a
+    cool-down (``Endpoints(cooldown=2.0)``). That is safe because inference on
+    tritonize models is stateless: a call answered twice answers the same.
+    See ``endpoints.py``.
+
     ``timeout`` is each call's deadline in seconds (retries included);
     ``retry`` says how often UNAVAILABLE and RESOURCE_EXHAUSTED are retried;
     ``max_in_flight`` bounds the chunks of one call sent at once. TLS, auth
@@ -41,29 +54,35 @@ class Client:
 
     def __init__(
         self,
-        url: str = "localhost:8001",
+        url: Union[str, Sequence[str], Endpoints] = "localhost:8001",
         *,
         timeout: Optional[float] = 30.0,
         retry: RetryPolicy = RetryPolicy(),
         max_in_flight: int = 4,
         connection: Optional[Connection] = None,
     ) -> None:
-        calls.check_client_arguments(url, timeout, retry, max_in_flight, connection)
-        self.url = url
+        calls.check_client_arguments(timeout, retry, max_in_flight, connection)
+        self.endpoints = as_endpoints(url)
+        self.url = self.endpoints.url
         self.timeout = timeout
         self.retry = retry
         self.max_in_flight = max_in_flight
         self.connection = connection or Connection()
-        self._grpc = grpcclient.InferenceServerClient(url=url, **self.connection.client_arguments())
+        self._channels: Channels[grpcclient.InferenceServerClient] = Channels(
+            self.endpoints, self._connect, grace=(timeout or 60.0) + 5.0)
         self._models: Dict[str, ModelInfo] = {}
         self._pool: Optional[ThreadPoolExecutor] = None
+
+    def _connect(self, address: str, server_name: Optional[str]) -> grpcclient.InferenceServerClient:
+        return grpcclient.InferenceServerClient(url=address, **self.connection.client_arguments(server_name))
 
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self._grpc.close()
+        for channel in self._channels.close_all():
+            channel.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -72,28 +91,53 @@ class Client:
         self.close()
 
     # -- transport -------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Look DNS names up again when due, and close the channels of addresses they no longer have."""
+        if self.endpoints.stale():
+            self.endpoints.refresh()
+        for channel in self._channels.retired():
+            channel.close()
+
     def _call(self, model: Optional[str], method: str, *args: Any, timeout: Optional[float], **kwargs: Any) -> Any:
-        """One gRPC call with the call's deadline and the retry policy."""
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        retry = 0
+        """One gRPC call with the call's deadline and the retry policy, over the endpoints."""
+        self._refresh()
+        route = Route(self.endpoints, self.retry, timeout, model)
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise DeadlineExceeded(
-                    f"model {model!r} on {self.url}: deadline of {timeout}s exceeded", url=self.url, model=model
-                )
+            address, left = route.next()
             try:
-                return getattr(self._grpc, method)(
+                result = getattr(self._channels.get(address), method)(
                     *args, headers=self.connection.headers or None, client_timeout=left, **kwargs
                 )
             except InferenceServerException as exc:
-                error = translate_error(exc, self.url, model)
-            wait = self.retry.next_wait(error.status, retry, deadline, time.monotonic(), started)
-            if wait is None:
-                raise error
-            retry += 1
-            time.sleep(wait)
+                wait = route.failed(address, exc)  # raises when the call gives up
+                if wait:
+                    time.sleep(wait)
+                continue
+            except BaseException:
+                route.abandoned(address)
+                raise
+            route.answered(address)
+            return result
+
+    def _probe(self, method: str, *args: Any, timeout: Optional[float]) -> bool:
+        """``is_live``/``is_ready``: True if an endpoint says so (healthy ones asked first), within ``timeout``."""
+        self._refresh()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for address in self.endpoints.probe_order():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            try:
+                answer = bool(getattr(self._channels.get(address), method)(
+                    *args, headers=self.connection.headers or None, client_timeout=left))
+            except InferenceServerException as exc:
+                if translate_error(exc, address, None).endpoint_down:
+                    self.endpoints.mark_down(address, str(exc))
+                continue
+            self.endpoints.mark_up(address)
+            if answer:
+                return True
+        return False
 
     def _timeout(self, timeout: Optional[float]) -> Optional[float]:
         return self.timeout if timeout is None else timeout
@@ -135,27 +179,24 @@ class Client:
 
     # -- server and models -----------------------------------------------------
     def is_live(self, timeout: Optional[float] = None) -> bool:
+        """Whether a server answers (over several endpoints: at least one)."""
         calls.check_timeout(timeout)
-        try:
-            return bool(self._grpc.is_server_live(headers=self.connection.headers or None,
-                                                  client_timeout=self._timeout(timeout)))
-        except InferenceServerException:
-            return False
+        return self._probe("is_server_live", timeout=self._timeout(timeout))
 
     def is_ready(self, model: Optional[str] = None, timeout: Optional[float] = None) -> bool:
+        """Whether the server (or ``model`` on it) is ready; over several endpoints: on at least one."""
         if model is not None:
             calls.check_model(model)
         calls.check_timeout(timeout)
-        headers = self.connection.headers or None
-        try:
-            if model is None:
-                return bool(self._grpc.is_server_ready(headers=headers, client_timeout=self._timeout(timeout)))
-            return bool(self._grpc.is_model_ready(model, headers=headers, client_timeout=self._timeout(timeout)))
-        except InferenceServerException:
-            return False
+        if model is None:
+            return self._probe("is_server_ready", timeout=self._timeout(timeout))
+        return self._probe("is_model_ready", model, timeout=self._timeout(timeout))
 
     def model_info(self, model: str, *, refresh: bool = False, timeout: Optional[float] = None) -> ModelInfo:
-        """What ``model`` is (task, labels, batch limit), as its config on the server says."""
+        """What ``model`` is (task, labels, batch limit), as its config on the server says.
+
+        Learned once and kept: over several endpoints, from whichever answers (they serve one repository).
+        """
         calls.check_model(model)
         calls.check_timeout(timeout)
         if refresh or model not in self._models:

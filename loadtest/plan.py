@@ -80,7 +80,22 @@ def parse_think_time(text: str) -> Tuple[float, float]:
 
 
 def default_metrics_url(host: str, port: int = 8002) -> str:
-    hostname = host.rsplit(":", 1)[0] if ":" in host and not host.endswith("]") else host
+    """Triton's metrics endpoint on the server(s) of ``host``: comma-separated, one per server, when
+    ``host`` names several (``h1:8001,h2:8001``, or ``dns:///NAME:PORT``, resolved now)."""
+    from tritonize.client.endpoints import Endpoints
+
+    try:
+        pool = Endpoints(host)
+        if pool.stale():
+            pool.refresh()
+        addresses = pool.addresses
+    except ValueError:
+        addresses = [host]
+    return ",".join(_metrics_url(address, port) for address in addresses)
+
+
+def _metrics_url(address: str, port: int) -> str:
+    hostname = address.rsplit(":", 1)[0] if ":" in address and not address.endswith("]") else address
     hostname = hostname or "localhost"
     return f"http://{hostname}:{port}/metrics"
 
@@ -228,7 +243,11 @@ def resolve_plan(options: LoadTestOptions) -> Plan:
     """Ask the server what to call (``--models`` or everything it serves) and pick the inputs."""
     from tritonize.client import Client
 
-    with Client(options.host, timeout=options.connect_timeout) as client:
+    try:
+        client = Client(options.host, timeout=options.connect_timeout)
+    except ValueError as exc:  # a malformed --host: say so, as for the other options
+        raise LoadTestError(f"--host {options.host!r}: {exc}") from None
+    with client:
         if not client.is_live(timeout=options.connect_timeout):
             raise LoadTestError(
                 f"no Triton server answers at {options.host} (gRPC; waited up to {options.connect_timeout:g}s): "

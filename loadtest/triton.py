@@ -64,13 +64,18 @@ def parse_metrics(text: str, names: Sequence[str] = COUNTERS) -> Dict[Tuple[str,
 
 
 def read_metrics(url: str, timeout: float = 5.0) -> Dict[Tuple[str, str], float]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            text = response.read().decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise TritonViewError(f"cannot read Triton's metrics endpoint {url}: {reason}") from exc
-    return parse_metrics(text)
+    """The counters at ``url``; several URLs, comma-separated (one per server), are summed."""
+    total: Dict[Tuple[str, str], float] = {}
+    for one in [u.strip() for u in url.split(",") if u.strip()]:
+        try:
+            with urllib.request.urlopen(one, timeout=timeout) as response:
+                text = response.read().decode("utf-8", "replace")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TritonViewError(f"cannot read Triton's metrics endpoint {one}: {reason}") from exc
+        for key, value in parse_metrics(text).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 # -- the statistics API ----------------------------------------------------------------
@@ -131,20 +136,34 @@ class EnsembleLayout:
 
 
 class TritonView:
-    """Reads both sources for the given ensembles; ``snapshot()`` before and after."""
+    """Reads both sources for the given ensembles; ``snapshot()`` before and after.
+
+    ``grpc_url`` may name several servers (``"h1:8001,h2:8001"``, ``"dns:///NAME:PORT"``,
+    as the SDK takes them) and ``metrics_url`` several endpoints, comma-separated: the
+    counters of all are summed, the fleet's view of the run. They serve one repository,
+    so the ensembles' steps are read from the first.
+    """
 
     def __init__(self, grpc_url: str, metrics_url: Optional[str], ensembles: Sequence[Tuple[str, str]],
                  timeout: float = 10.0) -> None:
         import tritonclient.grpc as grpcclient
 
+        from tritonize.client.endpoints import Endpoints
+
         self.grpc_url = grpc_url
         self.metrics_url = metrics_url
         self.timeout = timeout
-        self._client = grpcclient.InferenceServerClient(url=grpc_url)
+        pool = Endpoints(grpc_url)
+        if pool.stale():
+            pool.refresh()
+        self.addresses = pool.addresses
+        self._clients = [grpcclient.InferenceServerClient(url=address) for address in self.addresses]
+        self._client = self._clients[0]
         self.layouts = [self._layout(model, task) for model, task in ensembles]
 
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients:
+            client.close()
 
     def _layout(self, model: str, task: str) -> EnsembleLayout:
         config = self._client.get_model_config(model, as_json=True, client_timeout=self.timeout)["config"]
@@ -165,17 +184,17 @@ class TritonView:
     def models(self) -> List[str]:
         return [name for layout in self.layouts for name in [layout.model, *[s for _, s in layout.steps]]]
 
-    def _read_one(self, name: str) -> StepStats:
-        response = self._client.get_inference_statistics(name, as_json=True, client_timeout=self.timeout)
+    def _read_one(self, client: Any, name: str) -> StepStats:
+        response = client.get_inference_statistics(name, as_json=True, client_timeout=self.timeout)
         total = StepStats()
         for entry in response.get("model_stats", []):  # one entry per version
             one = StepStats.from_json(entry)
             total = StepStats(**{k: getattr(total, k) + getattr(one, k) for k in asdict(total)})
         return total
 
-    def read_stats(self) -> Dict[str, StepStats]:
-        """Every model's counters from one call (all models at one moment, one round trip)."""
-        response = self._client.get_inference_statistics("", as_json=True, client_timeout=self.timeout)
+    def _read_server(self, client: Any) -> Dict[str, StepStats]:
+        """One server's counters of every model, from one call (all models at one moment, one round trip)."""
+        response = client.get_inference_statistics("", as_json=True, client_timeout=self.timeout)
         found: Dict[str, StepStats] = {}
         for entry in response.get("model_stats", []):  # one entry per model version
             name = str(entry.get("name", ""))
@@ -185,16 +204,27 @@ class TritonView:
             found[name] = one
         for name in self.models:  # a server that answers only per model
             if name not in found:
-                found[name] = self._read_one(name)
+                found[name] = self._read_one(client, name)
         return {name: found[name] for name in self.models}
+
+    def read_stats(self) -> Dict[str, StepStats]:
+        """Every model's counters, summed over the servers."""
+        total: Dict[str, StepStats] = {}
+        for client in self._clients:
+            for name, one in self._read_server(client).items():
+                before = total.get(name)
+                total[name] = one if before is None else StepStats(
+                    **{k: getattr(before, k) + getattr(one, k) for k in asdict(one)})
+        return total
 
     def wake(self) -> None:
         """One cheap call first: under gevent, the first call on a channel that sat idle
         during the warm-up can take seconds; the snapshot right after is then quick."""
-        try:
-            self._client.is_server_live(client_timeout=self.timeout)
-        except Exception:  # noqa: BLE001 - the snapshot reports what is wrong
-            pass
+        for client in self._clients:
+            try:
+                client.is_server_live(client_timeout=self.timeout)
+            except Exception:  # noqa: BLE001 - the snapshot reports what is wrong
+                pass
 
     def snapshot(self) -> Snapshot:
         """The statistics API (slow: a call per model), then the metrics endpoint (one read)."""
