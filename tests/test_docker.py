@@ -731,7 +731,7 @@ def pip_requirements(instructions: List[Tuple[str, str]], args: Dict[str, str]) 
                     skip = False
                 elif word.startswith("-"):
                     skip = word in takes_value
-                else:
+                elif not expand(word, args).startswith(("/", "./")):  # a local project is not a requirement
                     requirements.append(expand(word, args))
     return requirements
 
@@ -803,7 +803,7 @@ def image_packages() -> Dict[str, "Requirement"]:  # noqa: F821  (packaging's, i
 def test_dockerfile_builds_on_the_ngc_tritonserver_image_with_what_the_steps_import(exported):
     instructions = dockerfile_instructions(DOCKERFILE)
     args = dockerfile_args(instructions)
-    (base,) = [arguments for keyword, arguments in instructions if keyword == "FROM"]
+    base = [arguments for keyword, arguments in instructions if keyword == "FROM"][0]  # the others build on it
     assert "${TRITON_TAG}" in base, f"the tag of the base image must be a build ARG: FROM {base}"
     image, _, tag = expand(base.split()[0], args).rpartition(":")
     assert image == "nvcr.io/nvidia/tritonserver", base
