@@ -65,6 +65,14 @@ def one(objects: List[Dict[str, Any]], kind: str) -> Dict[str, Any]:
     return found[0]
 
 
+def the_service(objects: List[Dict[str, Any]], headless: bool = False) -> Dict[str, Any]:
+    """The ClusterIP Service (http, grpc, metrics), or the headless one (grpc, one address per pod)."""
+    found = [o for o in objects if o["kind"] == "Service"
+             and o["metadata"]["name"].endswith("-headless") == headless]
+    assert len(found) == 1, [o["metadata"]["name"] for o in found]
+    return found[0]
+
+
 def group_of(obj: Dict[str, Any]) -> str:
     api = obj["apiVersion"]
     return api.split("/")[0] if "/" in api else ""
@@ -149,7 +157,7 @@ def test_rendered_objects_validate_against_the_kubernetes_schemas(trees, tree):
         assert kinds == ["HorizontalPodAutoscaler", "InferenceService", "ServiceAccount"]
     else:
         assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                         "PodDisruptionBudget", "Service", "ServiceAccount"]
+                         "PodDisruptionBudget", "Service", "Service", "ServiceAccount"]
     for obj in objects:
         if group_of(obj) in CRD_GROUPS:
             continue
@@ -268,7 +276,7 @@ def pod_targets(pod: Dict[str, Any], namespace: str, name: str, ip: str) -> List
 def test_service_and_prometheus_agree_on_the_ports(trees, tree):
     objects = trees[tree]
     triton = container(objects)
-    service = one(objects, "Service")
+    service = the_service(objects)
     ports = {p["name"]: p for p in service["spec"]["ports"]}
     assert {name: p["port"] for name, p in ports.items()} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     for name, p in ports.items():
@@ -397,9 +405,11 @@ def test_two_deployments_in_one_namespace_select_only_their_own_pods(trees):
     their_pods = one(theirs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     my_pods = one(mine, "Deployment")["spec"]["template"]["metadata"]["labels"]
     for kind, selector in (("Service", lambda o: o["spec"]["selector"]),
+                           ("Service-headless", lambda o: o["spec"]["selector"]),
                            ("Deployment", lambda o: o["spec"]["selector"]["matchLabels"]),
                            ("PodDisruptionBudget", lambda o: o["spec"]["selector"]["matchLabels"])):
-        chosen = selector(one(mine, kind))
+        chosen = selector(the_service(mine, kind.endswith("headless")) if kind.startswith("Service")
+                          else one(mine, kind))
         assert chosen.items() <= my_pods.items(), kind
         assert not chosen.items() <= their_pods.items(), f"{kind} of pii selects baked's pods"
     assert one(mine, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "pii-triton"
@@ -411,7 +421,7 @@ def test_prometheus_operator_component_selects_the_service(kubectl, tmp_path):
     monitor = one(objects, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["name"] == "clf-triton"
-    service = one(objects, "Service")
+    service = the_service(objects)
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "clf"
     (endpoint,) = monitor["spec"]["endpoints"]
@@ -506,3 +516,16 @@ def test_tensorrt_engines_are_built_on_the_pods_gpu_before_triton_starts(trees):
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes["engine-repository"]
     assert volumes["model-repository"]["persistentVolumeClaim"]["claimName"] == "model-store"
+
+
+def test_a_headless_service_gives_the_sdk_one_address_per_pod(trees):
+    """Client("dns:///NAME-triton-headless:8001") spreads calls over the replicas (client/endpoints.py)."""
+    objects = trees["cli-pvc"]
+    headless = the_service(objects, headless=True)
+    assert headless["metadata"]["name"] == "sentiment-triton-headless"
+    assert headless["spec"]["clusterIP"] == "None"
+    (port,) = headless["spec"]["ports"]
+    triton = container(objects)
+    assert port["port"] == port_number(triton, port["targetPort"]) == 8001
+    pods = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= pods.items()
