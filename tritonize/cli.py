@@ -173,7 +173,8 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="the model (ensemble) name")
     predict.add_argument("texts", nargs="+",
                          help="texts to send; for question-answering: QUESTION CONTEXT [QUESTION CONTEXT ...]")
-    predict.add_argument("--url", default="localhost:8001", help="gRPC address (default localhost:8001)")
+    predict.add_argument("--url", default="localhost:8001",
+                         help="Triton gRPC address, or several comma-separated (h1:8001,h2:8001), or dns:///NAME:PORT for every address a name resolves to (default localhost:8001)")
     predict.add_argument("--top-k", type=_positive, default=None, help="classification: best k labels")
     predict.add_argument("--aggregation-strategy", choices=list(protocol.AGGREGATION_STRATEGIES), default=None,
                          help="token-classification: override the model's default aggregation")
@@ -224,7 +225,8 @@ def _add_loadtest_parser(commands: "argparse._SubParsersAction[argparse.Argument
                     "check the result against an SLA file. Exit code: 0 SLA met, 1 SLA breached (or, without "
                     "--sla, failed requests), 2 could not run. See loadtest/README.md.",
     )
-    loadtest.add_argument("--host", default="localhost:8001", help="Triton gRPC address (default localhost:8001)")
+    loadtest.add_argument("--host", default="localhost:8001",
+                          help="Triton gRPC address, or several comma-separated (h1:8001,h2:8001), or dns:///NAME:PORT for every address a name resolves to (default localhost:8001)")
     loadtest.add_argument("--models", nargs="+", default=None, metavar="MODEL",
                           help="ensembles to call (default: every tritonize model the server serves)")
     loadtest.add_argument("--sla", type=Path, default=None, help="SLA file (YAML): limits per request name")
@@ -412,7 +414,11 @@ def _predict(args: argparse.Namespace) -> int:
     from tritonize.client import Client, TritonizeError
 
     try:
-        with Client(args.url) as client:
+        client = Client(args.url)
+    except ValueError as exc:
+        return _fail(f"--url {args.url!r}: {exc}")
+    try:
+        with client:
             task = client.model_info(args.model).task
             if task == protocol.TEXT_CLASSIFICATION:
                 results = client.classify(args.model, list(args.texts), top_k=args.top_k, timeout=args.timeout)
