@@ -145,11 +145,20 @@ def check_runs_here(model_dirs: Sequence[Path]) -> None:
         raise ServerError("this server cannot load the repository: " + "; ".join(problems))
 
 
+_GIVEN_PORTS: set = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (for tests and ad-hoc servers)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free right now (for tests and ad-hoc servers), never one this process was given
+    before: the kernel may hand the same ephemeral port to two binds in a row, and a server asked to put
+    HTTP and gRPC on one port exits with its usage text."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -209,6 +218,9 @@ class LocalServer:
             raise ValueError(f"probe_interval must be > 0 seconds, got {self.probe_interval}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"the HTTP, gRPC and metrics ports must differ, got {ports}")
 
     # -- addresses ---------------------------------------------------------
     @property

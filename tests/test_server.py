@@ -172,3 +172,11 @@ def test_models_load_at_start_under_explicit_model_control(tmp_path):
     polled = LocalServer(tmp_path, extra_args=["--model-control-mode=poll"], **_ports()).command(tmp_path)
     assert [a for a in polled if a.startswith("--model-control-mode")] == ["--model-control-mode=poll"]
     assert "--load-model=*" not in polled
+
+
+def test_ports_must_differ_and_free_ports_are_never_handed_out_twice(tmp_path):
+    """tritonserver asked for HTTP and gRPC on one port exits with its usage text: refused before it starts."""
+    with pytest.raises(ValueError, match="ports must differ"):
+        LocalServer(tmp_path, http_port=18000, grpc_port=18000, metrics_port=18002)
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
