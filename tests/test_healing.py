@@ -200,6 +200,20 @@ def test_killed_encoder_stub_is_healed_under_load(healing_server, caplog):
     pid = _stub_pid(server.pid, "clf_pipeline")
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
+    # one call with the SDK's defaults, sent while the model is dead: it must ride through the heal (the load's
+    # own retrying calls may all have been inside the stub, lost, and ended at their deadline)
+    rider: List[tuple] = []
+
+    def ride() -> None:
+        with Client(server.grpc_url, timeout=15) as client:
+            started = time.monotonic()
+            try:
+                rider.append((started, _labels(client.classify("clf", TEXTS, top_k=None)) == expected))
+            except TritonizeError as exc:
+                rider.append((started, repr(exc)))
+
+    rider_thread = threading.Thread(target=ride, daemon=True)
+    rider_thread.start()
 
     # the model answers again, correctly, within a few seconds of the kill
     answered_at = None
@@ -267,7 +281,9 @@ def test_killed_encoder_stub_is_healed_under_load(healing_server, caplog):
     retried_errors = [r for r in errors if r[4] >= 4]
     assert not [r for r in retried_errors if r[2] > killed_at], "a retried call that started after the kill failed"
     assert all(r[1] == "DeadlineExceeded" for r in retried_errors), retried_errors
-    assert [r for r in ok if r[4] >= 4 and r[2] < answered_at < r[3]], "no retrying call spanned the heal"
+    rider_thread.join(timeout=20)
+    assert rider and rider[0][1] is True, f"a call sent while the model was dead failed: {rider}"
+    assert rider[0][0] < answered_at, "the riding call started after the model was back"
     assert _stub_pid(server.pid, "clf_pipeline") != pid
 
 
