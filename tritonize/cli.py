@@ -206,7 +206,60 @@ def _build_parser() -> argparse.ArgumentParser:
                            "`tritonize build-engines` on the pod's GPU (models exported with --backend tensorrt)")
     kube.add_argument("--force", action="store_true", help="replace what an earlier run wrote into --out")
     _add_loadtest_parser(commands)
+    _add_tune_parser(commands)
     return parser
+
+
+def _add_tune_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    tune = commands.add_parser(
+        "tune", help="search the ensemble's serving knobs for the highest throughput that meets an SLA")
+    tune.add_argument("repository", type=Path, help="the model repository")
+    tune.add_argument("--model", required=True, help="the ensemble to tune")
+    tune.add_argument("--sla", type=Path, required=True, help="SLA file, as for `tritonize loadtest`")
+    tune.add_argument("--budget", type=_duration, default=600.0, help="time to spend, e.g. 10m (default 10m)")
+    tune.add_argument("--concurrency", default="1,4,16,64",
+                      help="concurrent users, in rising order until the SLA breaks (default 1,4,16,64)")
+    tune.add_argument("--inputs", type=Path, default=None, help="inputs file, as `tritonize loadtest --data`")
+    tune.add_argument("--seconds", type=_duration, default=8.0, help="measured seconds per load (default 8)")
+    tune.add_argument("--warmup", type=_duration, default=2.0, help="unmeasured seconds before each (default 2)")
+    tune.add_argument("--graphs", default="", metavar="O2,int8,...",
+                      help="also try these graph variants, exported from --checkpoint behind the accuracy gate")
+    tune.add_argument("--checkpoint", default=None, help="the checkpoint the model was exported from (--graphs)")
+    tune.add_argument("--url", default=None,
+                      help="tune on this running server (gRPC address; explicit model-control mode, serving "
+                           "REPOSITORY) instead of a local one")
+    tune.add_argument("--http-url", default=None, help="with --url: its HTTP address (default: the gRPC port - 1)")
+    tune.add_argument("--metrics-url", default=None, help="with --url: its metrics endpoint")
+    tune.add_argument("--out", type=Path, default=Path("tune-report"),
+                      help="where the CSV and the plot go (default tune-report)")
+    tune.add_argument("--apply", action="store_true",
+                      help="write the winner's configs into the repository (atomically), with what was measured")
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from tritonize.loadtest import tune
+    from tritonize.loadtest.sla import SlaError
+
+    try:
+        options = tune.TuneOptions(
+            repository=args.repository, model=args.model, sla=args.sla, budget=args.budget,
+            concurrency=tune.parse_concurrency(args.concurrency), inputs=args.inputs, apply=args.apply,
+            url=args.url, http_url=args.http_url, metrics_url=args.metrics_url, out=args.out,
+            seconds=args.seconds, warmup=args.warmup, checkpoint=args.checkpoint,
+            graphs=tuple(g for g in args.graphs.split(",") if g),
+        )
+        result = tune.tune(options)
+    except (tune.TuneError, SlaError) as exc:
+        return _fail(str(exc))
+    if result.winner is None:
+        return 1
+    if args.apply:
+        print(f"applied: {result.winner.knobs.label()} into {args.repository}")
+    print(json.dumps({"winner": result.winner.knobs.as_dict(), "throughput_rps": round(result.winner.score, 2),
+                      "baseline_rps": round(result.baseline.score, 2),
+                      "gain": round(result.gain, 3) if result.gain else None,
+                      "candidates": len(result.candidates), "interrupted": result.interrupted}))
+    return 130 if result.interrupted else 0
 
 
 def _duration(text: str) -> float:
@@ -483,7 +536,7 @@ def _build_engines(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     handlers = {"export": _export, "serve": _serve, "predict": _predict, "loadtest": _loadtest, "deploy": _deploy,
-                "build-engines": _build_engines}
+                "build-engines": _build_engines, "tune": _tune}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
