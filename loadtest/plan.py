@@ -6,6 +6,7 @@ it serves before any load is generated, so a mistake fails in seconds.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from tritonize import protocol
 from tritonize.loadtest.samples import TASK_ALIASES, DataError, Samples, builtin_samples, load_samples
+from tritonize.loadtest.triton import METRICS_URL_ENV
 
 PACINGS = ("open", "closed")
 
@@ -79,9 +81,22 @@ def parse_think_time(text: str) -> Tuple[float, float]:
     return lo, hi
 
 
+def given_metrics_url(metrics_url: Optional[str]) -> Tuple[Optional[str], str]:
+    """The metrics URL(s) the user gave, and where: ``--metrics-url``, else the environment variable
+    ``TRITONIZE_METRICS_URL``; (None, "") when neither is set (the run then looks for the endpoint,
+    ``TritonView.discover_metrics``)."""
+    if metrics_url and metrics_url.strip():
+        return metrics_url.strip(), "--metrics-url"
+    env = os.environ.get(METRICS_URL_ENV, "").strip()
+    if env:
+        return env, METRICS_URL_ENV
+    return None, ""
+
+
 def default_metrics_url(host: str, port: int = 8002) -> str:
-    """Triton's metrics endpoint on the server(s) of ``host``: comma-separated, one per server, when
-    ``host`` names several (``h1:8001,h2:8001``, or ``dns:///NAME:PORT``, resolved now)."""
+    """Triton's metrics endpoint on the server(s) of ``host`` by the default port alone: comma-separated,
+    one per server, when ``host`` names several (``h1:8001,h2:8001``, or ``dns:///NAME:PORT``, resolved
+    now). A load test does better: ``TritonView.discover_metrics`` checks what answers."""
     from tritonize.client.endpoints import Endpoints
 
     try:
@@ -118,7 +133,7 @@ class LoadTestOptions:
     weights: Dict[str, int] = field(default_factory=dict)
     csv_dir: Optional[Path] = None
     html: Optional[Path] = None
-    metrics_url: Optional[str] = None  # default: http://HOST:8002/metrics
+    metrics_url: Optional[str] = None  # default: $TRITONIZE_METRICS_URL, else found (TritonView.discover_metrics)
     timeout: float = 10.0
     attempts: int = 1
     stop_timeout: float = 15.0
@@ -159,10 +174,12 @@ class LoadTestOptions:
             raise LoadTestError(f"--attempts must be at least 1, got {self.attempts}")
         if self.master and self.expect_workers < 1:
             raise LoadTestError(f"--expect-workers must be at least 1, got {self.expect_workers}")
-        if self.metrics_url:
-            parsed = urllib.parse.urlparse(self.metrics_url)
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise LoadTestError(f"--metrics-url must be an http(s) URL, got {self.metrics_url!r}")
+        url, source = given_metrics_url(self.metrics_url)
+        for one in (url or "").split(","):
+            parsed = urllib.parse.urlparse(one.strip())
+            if url and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+                raise LoadTestError(f"{source} must be an http(s) URL (several: comma-separated), e.g. "
+                                    f"http://triton:8002/metrics, got {url!r}")
 
     @property
     def measured_seconds(self) -> float:

@@ -38,7 +38,7 @@ from locust.stats import (
 )
 
 from tritonize.loadtest import reports, triton
-from tritonize.loadtest.plan import LoadTestError, LoadTestOptions, Plan, default_metrics_url, resolve_plan
+from tritonize.loadtest.plan import LoadTestError, LoadTestOptions, Plan, given_metrics_url, resolve_plan
 from tritonize.loadtest.sla import Sla, SlaError, Verdict, evaluate, format_verdict, load_sla, verdict_rows
 from tritonize.loadtest.tables import table
 
@@ -71,7 +71,8 @@ class LoadTest:
 
     def __init__(self, options: LoadTestOptions, plan: Plan, sla: Optional[Sla], printer: Printer) -> None:
         self.options, self.plan, self.sla, self.printer = options, plan, sla, printer
-        self.metrics_url = options.metrics_url or default_metrics_url(options.host)
+        # --metrics-url, else $TRITONIZE_METRICS_URL, else found when the run starts (discover_metrics)
+        self.metrics_url, self.metrics_source = given_metrics_url(options.metrics_url)
         # a call that runs when the test stops may take its whole deadline; it is waited for
         self.stop_timeout = max(options.stop_timeout, options.timeout + 1.0)
         self.environment = Environment(
@@ -189,12 +190,8 @@ class LoadTest:
             if options.users < len(self.plan.models):
                 printer.progress(f"warning: {options.users} users for {len(self.plan.models)} tasks: Locust gives "
                                  "each user one task, so some tasks get no user; raise --users")
-            if view is not None and view.metrics_url:
-                try:
-                    triton.read_metrics(view.metrics_url, timeout=options.connect_timeout)
-                except triton.TritonViewError as exc:
-                    printer.progress(f"warning: {exc}; Locust's counts will not be checked against Triton's "
-                                     "(give --metrics-url)")
+            if view is not None:
+                self._find_metrics(view)
             before = self._snapshot(view) if options.warmup == 0 else None
             gevent.spawn(self.runner.start, options.users, options.spawn_rate)
             started = time.monotonic()
@@ -243,6 +240,25 @@ class LoadTest:
                 pass
             if view is not None:
                 view.close()
+
+    def _find_metrics(self, view: triton.TritonView) -> None:
+        """Check the metrics URL given, or find each server's; say once what is missing."""
+        options, printer = self.options, self.printer
+        if view.metrics_url:
+            try:
+                triton.read_metrics(view.metrics_url, timeout=options.connect_timeout)
+            except triton.TritonViewError as exc:
+                printer.progress(f"warning: {exc} (from {self.metrics_source}); Locust's counts will not be "
+                                 "checked against Triton's (give --metrics-url http://HOST:PORT/metrics)")
+            return
+        discovery = view.discover_metrics(timeout=min(options.connect_timeout, 2.0))
+        self.metrics_url = view.metrics_url
+        if self.metrics_url:
+            self.metrics_source = "found: " + "; ".join(c.why for c in discovery.found.values())
+            printer.progress(discovery.summary())
+        else:
+            self.metrics_source = "not found"
+            printer.progress("warning: " + discovery.warning())
 
     def _reset(self) -> None:
         self.runner.stats.reset_all()
@@ -372,6 +388,7 @@ class LoadTest:
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.options.__dict__.items()}
         return {
             "options": options,
+            "metrics": {"url": self.metrics_url, "source": self.metrics_source},
             "plan": {k: v for k, v in self.plan.to_dict().items() if k != "samples"},
             "locust": {"requests": entries, "Aggregated": self._entry(stats.total)},
             "sla": verdict_rows(verdict) if verdict is not None else None,

@@ -2,7 +2,8 @@
 
 Two sources, read before and after the measured interval:
 
-* the **metrics endpoint** (Prometheus text, ``http://HOST:8002/metrics``):
+* the **metrics endpoint** (Prometheus text, ``http://HOST:8002/metrics``; given, or found
+  by ``TritonView.discover_metrics``):
   ``nv_inference_request_success`` / ``_failure``, ``nv_inference_count`` and
   ``nv_inference_exec_count`` per model. Locust's count of successful requests
   is compared with the ensembles' ``nv_inference_request_success``;
@@ -18,8 +19,12 @@ from __future__ import annotations
 
 import csv
 import html
+import http.client
+import ipaddress
 import json
+import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -63,19 +68,195 @@ def parse_metrics(text: str, names: Sequence[str] = COUNTERS) -> Dict[Tuple[str,
     return values
 
 
+def _reason(exc: BaseException) -> str:
+    """A short reason for a failed read: ``connection refused``, ``timed out``, ``HTTP 404 Not Found``."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[:1].lower() + reason.strerror[1:]
+    if isinstance(reason, http.client.HTTPException):
+        return f"not an HTTP/1.1 answer ({type(reason).__name__})"
+    return str(reason) or type(reason).__name__
+
+
+_READ_ERRORS = (urllib.error.URLError, OSError, ValueError, http.client.HTTPException)
+
+
+def _get(url: str, timeout: float) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode("utf-8", "replace")
+
+
+def fetch_metrics_text(url: str, timeout: float = 5.0) -> str:
+    """The text of one metrics endpoint."""
+    try:
+        return _get(url, timeout)
+    except _READ_ERRORS as exc:
+        raise TritonViewError(f"cannot read Triton's metrics endpoint {url}: {_reason(exc)}") from exc
+
+
 def read_metrics(url: str, timeout: float = 5.0) -> Dict[Tuple[str, str], float]:
     """The counters at ``url``; several URLs, comma-separated (one per server), are summed."""
     total: Dict[Tuple[str, str], float] = {}
     for one in [u.strip() for u in url.split(",") if u.strip()]:
-        try:
-            with urllib.request.urlopen(one, timeout=timeout) as response:
-                text = response.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TritonViewError(f"cannot read Triton's metrics endpoint {one}: {reason}") from exc
-        for key, value in parse_metrics(text).items():
+        for key, value in parse_metrics(fetch_metrics_text(one, timeout)).items():
             total[key] = total.get(key, 0.0) + value
     return total
+
+
+# -- finding the metrics endpoint -----------------------------------------------------------
+# Triton does not say over gRPC or HTTP where its metrics listener is: the candidates are the
+# tritonserver processes of this machine (their command line names both ports), then the
+# conventions (gRPC port + 1, as in 8001 -> 8002; Triton's default 8002). A candidate counts
+# only when it answers with Triton's counters of this server's own ensembles.
+METRICS_URL_ENV = "TRITONIZE_METRICS_URL"
+DEFAULT_METRICS_PORT = 8002
+DEFAULT_GRPC_PORT = 8001
+
+
+@dataclass
+class MetricsCandidate:
+    url: str  # empty: the server has no metrics endpoint (see ``why``)
+    why: str  # where the guess comes from
+    outcome: str = "not tried"  # "" once accepted, else why it was not taken
+
+
+@dataclass
+class MetricsDiscovery:
+    """What was tried for each gRPC address, and what was found."""
+
+    tried: Dict[str, List[MetricsCandidate]]  # gRPC address -> candidates, in the order tried
+    found: Dict[str, MetricsCandidate]  # gRPC address -> the accepted one
+
+    @property
+    def url(self) -> Optional[str]:
+        """One URL per server, comma-separated; None unless every server's endpoint was found (a
+        count check over some of the servers would compare Locust's total with part of Triton's)."""
+        if not self.tried or set(self.found) != set(self.tried):
+            return None
+        return ",".join(self.found[address].url for address in self.tried)
+
+    def summary(self) -> str:
+        return "; ".join(f"Triton's metrics endpoint for {address}: {found.url} ({found.why})"
+                         for address, found in self.found.items())
+
+    def warning(self) -> str:
+        missing = []
+        for address, candidates in self.tried.items():
+            if address in self.found:
+                continue
+            attempts = "; ".join(f"{c.url} ({c.why}): {c.outcome}" if c.url else f"{c.why}"
+                                 for c in candidates) or "no candidate"
+            missing.append(f"{address} (tried {attempts})")
+        found = (f" (found for {', '.join(f'{a}: {c.url}' for a, c in self.found.items())}, but a count over "
+                 "some of the servers would not be the fleet's)") if self.found else ""
+        return (f"Triton's metrics endpoint was not found for {'; for '.join(missing)}{found}; Locust's counts "
+                "will not be checked against Triton's. Give --metrics-url http://HOST:PORT/metrics (one per "
+                f"server, comma-separated, in --host's order) or set {METRICS_URL_ENV}")
+
+
+def _split_address(address: str) -> Tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``host`` -> (host as written in a URL, port)."""
+    if address.startswith("["):
+        closing = address.find("]")
+        host, tail = address[:closing + 1], address[closing + 1:].lstrip(":")
+    elif address.count(":") == 1:
+        host, _, tail = address.partition(":")
+    else:
+        host, tail = address, ""
+    return host or "localhost", int(tail) if tail.isdigit() else DEFAULT_GRPC_PORT
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address and not address.startswith("[") else address
+
+
+def is_this_machine(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine: a loopback address, or one that a
+    socket here can bind to."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    for family, _, _, _, sockaddr in infos:
+        try:
+            if ipaddress.ip_address(str(sockaddr[0]).split("%")[0]).is_loopback:
+                return True
+        except ValueError:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((sockaddr[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _flags(argv: Sequence[str]) -> Dict[str, str]:
+    """``--name=value`` and ``--name value`` of a command line."""
+    flags: Dict[str, str] = {}
+    for index, arg in enumerate(argv):
+        if not arg.startswith("--"):
+            continue
+        name, sep, value = arg[2:].partition("=")
+        if not sep and index + 1 < len(argv) and not argv[index + 1].startswith("--"):
+            value = argv[index + 1]
+        flags[name] = value
+    return flags
+
+
+def local_tritonservers(grpc_port: int, proc: Path = Path("/proc")) -> List[Tuple[int, Dict[str, str]]]:
+    """(pid, flags) of every tritonserver process on this machine whose gRPC port is ``grpc_port``,
+    read from ``/proc/PID/cmdline`` (none where there is no ``/proc``)."""
+    found = []
+    try:
+        entries = [entry for entry in os.listdir(proc) if entry.isdigit()]
+    except OSError:
+        return []
+    for entry in sorted(entries, key=int):
+        try:
+            argv = (proc / entry / "cmdline").read_bytes().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if not argv or os.path.basename(argv[0]) != "tritonserver":
+            continue
+        flags = _flags(argv[1:])
+        port = flags.get("grpc-port", str(DEFAULT_GRPC_PORT))
+        if port.isdigit() and int(port) == grpc_port:
+            found.append((int(entry), flags))
+    return found
+
+
+def metrics_candidates(address: str) -> List[MetricsCandidate]:
+    """Where the metrics endpoint of the Triton server at gRPC ``address`` may be, most likely first."""
+    host, port = _split_address(address)
+    candidates: List[MetricsCandidate] = []
+    if is_this_machine(host):
+        for pid, flags in local_tritonservers(port):
+            if flags.get("allow-metrics", "true").lower() in ("false", "0", "off", "no"):
+                candidates.append(MetricsCandidate(
+                    "", f"tritonserver pid {pid} on this machine serves gRPC port {port} with "
+                        "--allow-metrics=false: it has no metrics endpoint", "metrics switched off"))
+                continue
+            metrics_port = flags.get("metrics-port", str(DEFAULT_METRICS_PORT))
+            bound = flags.get("metrics-address", "") or flags.get("http-address", "")
+            url_host = host if bound in ("", "0.0.0.0", "::", "[::]") else _url_host(bound)
+            if metrics_port.isdigit():
+                candidates.append(MetricsCandidate(
+                    f"http://{url_host}:{metrics_port}/metrics",
+                    f"the --metrics-port of tritonserver pid {pid} on this machine, which serves gRPC port {port}"))
+    candidates.append(MetricsCandidate(f"http://{host}:{port + 1}/metrics", f"gRPC port {port} + 1"))
+    candidates.append(MetricsCandidate(f"http://{host}:{DEFAULT_METRICS_PORT}/metrics",
+                                       "Triton's default metrics port"))
+    unique: List[MetricsCandidate] = []
+    for candidate in candidates:
+        if not candidate.url or candidate.url not in [c.url for c in unique]:
+            unique.append(candidate)
+    return unique
 
 
 # -- the statistics API ----------------------------------------------------------------
@@ -152,6 +333,7 @@ class TritonView:
 
         self.grpc_url = grpc_url
         self.metrics_url = metrics_url
+        self.metrics_missing = "no metrics URL given"  # why there is no metrics_url, in the count table
         self.timeout = timeout
         pool = Endpoints(grpc_url)
         if pool.stale():
@@ -217,6 +399,56 @@ class TritonView:
                     **{k: getattr(before, k) + getattr(one, k) for k in asdict(one)})
         return total
 
+    def _check_metrics(self, client: Any, url: str, timeout: float, attempts: int = 3) -> str:
+        """'' when ``url`` is the metrics endpoint of ``client``'s server, else why not: it must answer
+        with Triton's counters, and count each ensemble's successes as the statistics API does."""
+        models = [layout.model for layout in self.layouts]
+        reason = ""
+        for attempt in range(attempts):
+            low = {m: self._read_one(client, m).success for m in models}
+            try:
+                text = _get(url, timeout)
+            except _READ_ERRORS as exc:
+                return _reason(exc)
+            if "nv_inference_request_success" not in text:
+                return "answers, but not with Triton's metrics (no nv_inference_request_success)"
+            counts = parse_metrics(text, ("nv_inference_request_success",))
+            high = {m: self._read_one(client, m).success for m in models}
+            missing = [m for m in models if ("nv_inference_request_success", m) not in counts]
+            if missing:
+                return f"Triton's metrics, without {', '.join(missing)}: another server's"
+            off = [f"{m}: {counts[('nv_inference_request_success', m)]:.0f} there, {high[m]} here" for m in models
+                   if not low[m] <= counts[("nv_inference_request_success", m)] <= high[m]]
+            if not off:
+                return ""
+            reason = f"Triton's metrics, but not this server's successes ({'; '.join(off)})"
+            time.sleep(0.2)  # a counter may be updated a moment after the statistics
+        return reason
+
+    def discover_metrics(self, timeout: float = 2.0) -> MetricsDiscovery:
+        """Find each server's metrics endpoint (``metrics_candidates``), set ``metrics_url`` when every
+        server's was found, and say what was tried."""
+        tried: Dict[str, List[MetricsCandidate]] = {}
+        found: Dict[str, MetricsCandidate] = {}
+        for address, client in zip(self.addresses, self._clients):
+            tried[address] = []
+            for candidate in metrics_candidates(address):
+                tried[address].append(candidate)
+                if not candidate.url:
+                    continue
+                try:
+                    candidate.outcome = self._check_metrics(client, candidate.url, timeout)
+                except Exception as exc:  # noqa: BLE001 - the statistics API failed: nothing to compare with
+                    candidate.outcome = f"cannot compare with the statistics API: {exc}"
+                if not candidate.outcome:
+                    found[address] = candidate
+                    break
+        discovery = MetricsDiscovery(tried, found)
+        self.metrics_url = discovery.url
+        if self.metrics_url is None:
+            self.metrics_missing = "Triton's metrics endpoint was not found (see the warning at the start)"
+        return discovery
+
     def wake(self) -> None:
         """One cheap call first: under gevent, the first call on a channel that sat idle
         during the warm-up can take seconds; the snapshot right after is then quick."""
@@ -231,7 +463,7 @@ class TritonView:
         stats = self.read_stats()
         now = time.time()
         if not self.metrics_url:
-            return Snapshot(now, stats, None, "no metrics URL given")
+            return Snapshot(now, stats, None, self.metrics_missing)
         try:
             return Snapshot(now, stats, read_metrics(self.metrics_url))
         except TritonViewError as exc:

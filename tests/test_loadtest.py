@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -44,10 +48,12 @@ Aggregated:
 """
 
 
-def loadtest(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def loadtest(*args: str, timeout: float = 60, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "TRITONIZE_METRICS_URL"}
+    environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "tritonize.cli", "loadtest", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=True, timeout=timeout, env=environment,
     )
 
 
@@ -261,6 +267,209 @@ def test_bad_sla_and_data_files_are_refused_clearly(served_classifiers, tmp_path
     # and models it does not serve, by name
     result = loadtest("--host", served_classifiers.url, "--models", "no-such-model", "--run-time", "2s")
     assert result.returncode == 2 and "no-such-model" in result.stderr
+
+
+def test_sla_files_with_metrics_at_the_top_level_and_their_mistakes(tmp_path):
+    import yaml
+
+    from tritonize.loadtest.sla import SlaError, load_sla
+
+    # metrics at the top level are the limits of all requests together
+    sla = load_sla(_write(tmp_path / "top.yaml", "p95_ms: 250\nmax_fail_ratio: 0.01\nmin_rps: 2\n"))
+    assert [(l.name, l.metric, l.value) for l in sla.limits] == [
+        ("Aggregated", "p95_ms", 250.0), ("Aggregated", "max_fail_ratio", 0.01), ("Aggregated", "min_rps", 2.0)]
+    # ... and are checked like any limit, saying where
+    with pytest.raises(SlaError, match=r"top level \(limits of Aggregated\): p95_ms must be greater than 0, got -5 "
+                                       r"\(e\.g\. p95_ms: 250"):
+        load_sla(_write(tmp_path / "neg.yaml", "p95_ms: -5\n"))
+
+    # metrics mixed with request names: refused, showing this very file in the accepted shape
+    mixed = _write(tmp_path / "mixed.yaml", "p95_ms: 250\nmax_fail_ratio: 0.01\n"
+                                            "text-classification:sentiment:\n  p50_ms: 40\n\"*\":\n  p99_ms: 900\n")
+    with pytest.raises(SlaError) as refused:
+        load_sla(mixed)
+    message = str(refused.value)
+    assert message.startswith(f"{mixed}: the top level mixes metrics (p95_ms, max_fail_ratio) with request names")
+    assert "only metrics at the top level" in message and "only names, each with its limits" in message
+    example = yaml.safe_load(message.split("reads:\n", 1)[1])  # the example is YAML, and a valid SLA
+    assert example == {"Aggregated": {"p95_ms": 250, "max_fail_ratio": 0.01},
+                       "text-classification:sentiment": {"p50_ms": 40}, "*": {"p99_ms": 900}}
+    fixed = load_sla(_write(tmp_path / "fixed.yaml", message.split("reads:\n", 1)[1]))
+    assert {(l.name, l.metric) for l in fixed.limits} == {
+        ("Aggregated", "p95_ms"), ("Aggregated", "max_fail_ratio"), ("text-classification:sentiment", "p50_ms"),
+        ("*", "p99_ms")}
+
+    # a misspelt metric at the top level, alone or beside names, is named as such, with the near ones
+    for text in ("p59_ms: 250\n", "Aggregated:\n  p95_ms: 250\np59_ms: 300\n", "p59_ms:\n"):
+        with pytest.raises(SlaError, match=r"top level: unknown metric 'p59_ms' \(did you mean p95_ms / .*p50_ms"):
+            load_sla(_write(tmp_path / "typo.yaml", text))
+    with pytest.raises(SlaError, match=r"'Aggregated': unknown metric 'p95' \(did you mean p95_ms\?\)"):
+        load_sla(_write(tmp_path / "typo2.yaml", "Aggregated:\n  p95: 10\n"))
+    # a name without limits: the shape it needs, written out; a word that is no metric is told so
+    with pytest.raises(SlaError) as refused:
+        load_sla(_write(tmp_path / "name.yaml", "latency: 250\n"))
+    assert "'latency': give a mapping of limits under the name, got 250; e.g.\n\n  latency:\n    p95_ms: 250" in str(
+        refused.value)
+    assert "'latency' is not a metric either" in str(refused.value)
+    # a list: both shapes, as YAML
+    with pytest.raises(SlaError, match=r"got a list \(YAML '- ' items\)\. It takes one of two shapes: metrics at "
+                                       r"the top level.*\n\n  p95_ms: 250\n"):
+        load_sla(_write(tmp_path / "list.yaml", "- p95_ms: 10\n"))
+
+
+class Forward:
+    """Listens on a port of 127.0.0.1 and passes every connection on to ``target_port``: the server as
+    a client sees it through a port mapping (a container's, a Kubernetes Service's), bytes unchanged."""
+
+    def __init__(self, target_port: int, port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(64)
+        self.port = port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                conn.close()
+                continue
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for one in (source, sink):
+                try:
+                    one.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def two_free_ports() -> int:
+    """A port P of 127.0.0.1 such that P and P + 1 are both free now."""
+    from tritonize.deploy import free_port
+    from tritonize.deploy.local import port_in_use
+
+    for _ in range(200):
+        port = free_port()
+        if port < 65535 and not port_in_use("127.0.0.1", port + 1):
+            return port
+    raise RuntimeError("no two free neighbouring ports")
+
+
+@pytest.fixture(scope="module")
+def one_model_servers(served_classifiers, tmp_path_factory) -> Iterator[Dict[str, object]]:
+    """Two more tritonservers serving a copy of distilbert-single (fused) from served_classifiers: one
+    with its metrics endpoint on a port of its own, one with metrics switched off."""
+    from tritonize.deploy import LocalServer, free_port
+
+    repository = tmp_path_factory.mktemp("one-model") / "model_repository"
+    for name in ("distilbert-single", "distilbert-single_pipeline"):
+        shutil.copytree(served_classifiers.repository / name, repository / name)
+    servers = {
+        "metrics": LocalServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                               heal=False, ready_timeout=120),
+        "no-metrics": LocalServer(repository, http_port=free_port(), grpc_port=free_port(),
+                                  metrics_port=free_port(), heal=False, ready_timeout=120,
+                                  extra_args=("--allow-metrics=false",)),
+    }
+    try:
+        for server in servers.values():
+            server.start()
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+def quick(host: str, *extra: str) -> List[str]:
+    return ["--host", host, "--models", "distilbert-single", "--users", "2", "--spawn-rate", "2",
+            "--run-time", "3s", "--think-time", "0.05-0.15", *extra]
+
+
+def test_each_servers_metrics_endpoint_is_found_from_its_process(served_classifiers, one_model_servers, tmp_path):
+    """No --metrics-url: two servers, neither on :8002, each found by its own tritonserver process, and
+    the counts agree; the SLA file has its metrics at the top level, and gates the run."""
+    other = one_model_servers["metrics"]
+    sla = _write(tmp_path / "sla.yaml", "p95_ms: 30000\nmax_fail_ratio: 0\n")
+    reports = tmp_path / "reports"
+    result = loadtest(*quick(f"{served_classifiers.url},{other.grpc_url}", "--sla", str(sla), "--csv", str(reports)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for server in (served_classifiers.server, other):
+        assert re.search(rf"Triton's metrics endpoint for {re.escape(server.grpc_url)}: "
+                         rf"{re.escape(server.metrics_url)} \(the --metrics-port of tritonserver pid {server.pid} ",
+                         result.stderr), result.stderr
+    assert "warning" not in result.stderr
+    assert re.search(r"^total\s+(\d+)\s+\1\s+equal$", result.stdout, re.M), result.stdout
+    for metric in ("p95_ms", "max_fail_ratio"):
+        assert re.search(rf"^Aggregated\s+{metric}\s.*PASS$", result.stdout, re.M), result.stdout
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["metrics"]["url"] == f"{served_classifiers.server.metrics_url},{other.metrics_url}"
+
+
+def test_the_metrics_endpoint_by_the_port_convention_and_by_the_environment(served_classifiers, tmp_path):
+    """A server seen through port mappings (gRPC on P, metrics on P + 1, as 8001 and 8002) is found by the
+    convention; TRITONIZE_METRICS_URL is taken as given. A top-level SLA that cannot be met exits 1."""
+    server = served_classifiers.server
+    port = two_free_ports()
+    grpc, metrics = Forward(server.grpc_port, port), Forward(server.metrics_port, port + 1)
+    try:
+        result = loadtest(*quick(f"127.0.0.1:{port}"))
+    finally:
+        grpc.close()
+        metrics.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (f"Triton's metrics endpoint for 127.0.0.1:{port}: http://127.0.0.1:{port + 1}/metrics "
+            f"(gRPC port {port} + 1)") in result.stderr, result.stderr
+    assert re.search(r"^total\s+(\d+)\s+\1\s+equal$", result.stdout, re.M), result.stdout
+
+    sla = _write(tmp_path / "sla.yaml", "p50_ms: 0.001\n")
+    result = loadtest(*quick(served_classifiers.url, "--sla", str(sla)),
+                      env={"TRITONIZE_METRICS_URL": server.metrics_url})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Triton's metrics endpoint for" not in result.stderr  # given, not looked for
+    assert re.search(r"^Aggregated\s+p50_ms\s+<= 0\.001\s+\S+\s+FAIL", result.stdout, re.M), result.stdout
+    assert re.search(r"^total\s+(\d+)\s+\1\s+equal$", result.stdout, re.M), result.stdout
+
+    bad = loadtest(*quick(served_classifiers.url), env={"TRITONIZE_METRICS_URL": "triton:8002"})
+    assert bad.returncode == 2 and "TRITONIZE_METRICS_URL must be an http(s) URL" in bad.stderr
+
+
+def test_no_metrics_endpoint_warns_once_with_what_was_tried(one_model_servers):
+    server = one_model_servers["no-metrics"]
+    host, port = server.grpc_url.rsplit(":", 1)
+    result = loadtest(*quick(server.grpc_url))
+    assert result.returncode == 0, result.stdout + result.stderr  # the load test itself stands
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, result.stderr
+    warning = warnings[0]
+    assert warning.startswith(f"warning: Triton's metrics endpoint was not found for {server.grpc_url} (tried ")
+    assert (f"tritonserver pid {server.pid} on this machine serves gRPC port {port} with --allow-metrics=false"
+            in warning)
+    assert f"http://{host}:{int(port) + 1}/metrics (gRPC port {port} + 1): " in warning
+    assert f"http://{host}:8002/metrics (Triton's default metrics port): " in warning
+    assert "Give --metrics-url http://HOST:PORT/metrics" in warning and "TRITONIZE_METRICS_URL" in warning
+    assert "(not checked: Triton's metrics endpoint was not found" in result.stdout
 
 
 def test_the_package_stays_light():
