@@ -440,8 +440,12 @@ def confirm(done: List[Candidate], base: Knobs, reload: Callable[[Knobs], None],
                 say("tune: budget spent during the confirmation")
                 return False
             assert c.best is not None
-            reload(c.knobs)
-            level, interrupted = measure.level(c.best.concurrency, work / f"confirm-{round_}-{id(c)}")
+            try:
+                reload(c.knobs)
+                level, interrupted = measure.level(c.best.concurrency, work / f"confirm-{round_}-{id(c)}")
+            except Exception as exc:  # noqa: BLE001 - the search's figures stand; say why they are unconfirmed
+                say(f"tune: the confirmation stopped: {str(exc).splitlines()[0][:300]}")
+                return False
             c.confirmations.append(level)
             say(f"    {c.knobs.label()}: {level.rps:.1f} req/s at {level.concurrency} users, p95 "
                 f"{_ms(level.p95_ms)}: {'SLA met' if level.passed else 'SLA breached'}")

@@ -229,7 +229,8 @@ def _add_tune_parser(commands: "argparse._SubParsersAction[argparse.ArgumentPars
                       help="tune on this running server (gRPC address; explicit model-control mode, serving "
                            "REPOSITORY) instead of a local one")
     tune.add_argument("--http-url", default=None, help="with --url: its HTTP address (default: the gRPC port - 1)")
-    tune.add_argument("--metrics-url", default=None, help="with --url: its metrics endpoint")
+    tune.add_argument("--metrics-url", default=None,
+                      help="with --url: its metrics endpoint (default: found as `tritonize loadtest` finds it)")
     tune.add_argument("--out", type=Path, default=Path("tune-report"),
                       help="where the CSV and the plot go (default tune-report)")
     tune.add_argument("--apply", action="store_true",
@@ -306,7 +307,8 @@ def _add_loadtest_parser(commands: "argparse._SubParsersAction[argparse.Argument
     loadtest.add_argument("--html", type=Path, default=None,
                           help="write Locust's HTML report, with Triton's breakdown appended, to FILE")
     loadtest.add_argument("--metrics-url", default=None,
-                          help="Triton's metrics endpoint (default http://HOST:8002/metrics)")
+                          help="Triton's metrics endpoint(s), comma-separated (default: $TRITONIZE_METRICS_URL, "
+                               "else found per server)")
     loadtest.add_argument("--timeout", type=float, default=10.0, help="deadline of one SDK call, seconds")
     loadtest.add_argument("--attempts", type=_positive, default=1,
                           help="SDK attempts per call on UNAVAILABLE/RESOURCE_EXHAUSTED (default 1: no retry)")
