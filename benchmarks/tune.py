@@ -74,7 +74,10 @@ def main() -> int:
                        "--seconds", args.seconds, "--warmup", args.warmup, "--inputs", str(data),
                        "--out", str(out), "--apply"]
             print(f"== {name} ({task}), SLA p95 <= {args.p95_ms:g} ms, no failures; budget {args.budget}", flush=True)
-            result = subprocess.run(command, text=True, stdout=subprocess.PIPE)
+            result = subprocess.run(command, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            lines = result.stderr.splitlines()
+            start = next((i for i, line in enumerate(lines) if " candidates measured" in line), 0)
+            print("\n".join(lines[start:]), flush=True)  # tune's report (its progress is in tune.csv)
             print(result.stdout.strip(), flush=True)
             if result.returncode not in (0, 1):
                 return result.returncode

@@ -259,6 +259,7 @@ class TuneResult:
     baseline: Candidate
     winner: Optional[Candidate]
     interrupted: bool
+    confirmed: bool = False  # the winner and the baseline were measured again, interleaved
     written: List[Path] = field(default_factory=list)
 
     @property
@@ -419,8 +420,12 @@ def _search_on(options: TuneOptions, ensemble: Ensemble, base: Knobs, values: Di
                 say(f"tune: warning: could not load the original configs again: {exc}")
     baseline = next(c for c in done if c.knobs == base) if any(c.knobs == base for c in done) else Candidate(base, "baseline")
     passing = [c for c in done if c.best is not None]
-    winner = max(passing, key=lambda c: c.score) if passing else None
-    return TuneResult(done, baseline, winner, interrupted)
+    # once the finalists were measured again, the winner is one of them: their medians are the fair
+    # comparison, and a candidate's single best run must not beat them by luck
+    confirmed = [c for c in passing if c.confirmations]
+    pool = confirmed if len(confirmed) >= 2 else passing
+    winner = max(pool, key=lambda c: c.score) if pool else None
+    return TuneResult(done, baseline, winner, interrupted, confirmed=len(confirmed) >= 2)
 
 
 def confirm(done: List[Candidate], base: Knobs, reload: Callable[[Knobs], None], measure: Measure, work: Path,
@@ -436,7 +441,7 @@ def confirm(done: List[Candidate], base: Knobs, reload: Callable[[Knobs], None],
     for round_ in range(CONFIRM_ROUNDS):
         order = finalists if round_ % 2 == 0 else finalists[::-1]
         for c in order:
-            if time.monotonic() > deadline:
+            if round_ > 0 and time.monotonic() > deadline:  # every finalist gets one more run, budget or not
                 say("tune: budget spent during the confirmation")
                 return False
             assert c.best is not None
@@ -499,8 +504,10 @@ def report(options: TuneOptions, result: TuneResult, say: Callable[[str], None])
         say("tune: no candidate met the SLA at any concurrency: loosen the SLA, or lower --concurrency")
     else:
         gain = result.gain
+        how = ("medians of the finalists, measured again interleaved" if result.confirmed
+               else "unconfirmed: the budget ran out before the finalists were measured again")
         say(f"tune: winner {result.winner.knobs.label()}: {result.winner.score:.1f} req/s vs the current config's "
-            f"{base.score:.1f} req/s" + (f": {gain:.2f}x, measured in the same run" if gain else
+            f"{base.score:.1f} req/s" + (f": {gain:.2f}x, measured in the same run ({how})" if gain else
                                          " (the current config never met the SLA)"))
     say("tune: wrote " + ", ".join(str(p) for p in written))
     return written
@@ -585,7 +592,7 @@ def apply(options: TuneOptions, ensemble: Ensemble, result: TuneResult, graphs: 
         "throughput_rps": round(best.rps, 2), "concurrency": best.concurrency,
         "p50_ms": _num(best.p50_ms), "p95_ms": _num(best.p95_ms), "p99_ms": _num(best.p99_ms),
         "baseline_rps": round(result.baseline.score, 2), "gain": round(result.gain, 3) if result.gain else None,
-        "candidates": len(result.candidates),
+        "candidates": len(result.candidates), "confirmed": result.confirmed,
     }
     writer = RepositoryWriter(Path(options.repository))
     with writer.transaction() as staging:

@@ -259,7 +259,8 @@ def _tune(args: argparse.Namespace) -> int:
     print(json.dumps({"winner": result.winner.knobs.as_dict(), "throughput_rps": round(result.winner.score, 2),
                       "baseline_rps": round(result.baseline.score, 2),
                       "gain": round(result.gain, 3) if result.gain else None,
-                      "candidates": len(result.candidates), "interrupted": result.interrupted}))
+                      "candidates": len(result.candidates), "confirmed": result.confirmed,
+                      "interrupted": result.interrupted}))
     return 130 if result.interrupted else 0
 
 
