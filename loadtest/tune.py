@@ -589,7 +589,7 @@ def apply(options: TuneOptions, ensemble: Ensemble, result: TuneResult, graphs: 
         "sla": str(options.sla),
         "knobs": winner.knobs.as_dict(),
         "tuned": [k for k in winner.knobs.as_dict() if getattr(winner.knobs, k) != getattr(result.baseline.knobs, k)],
-        "throughput_rps": round(best.rps, 2), "concurrency": best.concurrency,
+        "throughput_rps": round(winner.score, 2), "best_run_rps": round(best.rps, 2), "concurrency": best.concurrency,
         "p50_ms": _num(best.p50_ms), "p95_ms": _num(best.p95_ms), "p99_ms": _num(best.p99_ms),
         "baseline_rps": round(result.baseline.score, 2), "gain": round(result.gain, 3) if result.gain else None,
         "candidates": len(result.candidates), "confirmed": result.confirmed,
