@@ -192,6 +192,16 @@ class Ensemble:
         params = _params(config)
         return {key: params[key] for key in GRAPH_PARAMS if key in params}
 
+    def config_files(self) -> Dict[Path, bytes]:
+        """Every file a candidate rewrites (config.pbtxt, steps.json, the graph), as it is now."""
+        files = {}
+        for model in self.models:
+            folder = self.repository / model
+            for path in [folder / "config.pbtxt", *(folder / "1").glob("steps.json"), *(folder / "1").glob("model.onnx*")]:
+                if path.is_file():
+                    files[path] = path.read_bytes()
+        return files
+
     def copy_into(self, root: Path) -> None:
         """A copy of this ensemble's models under ``root`` (hard links where the filesystem allows)."""
         for model in self.models:

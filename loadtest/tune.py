@@ -96,14 +96,11 @@ class Candidate:
 
 def pareto(candidates: Sequence[Candidate]) -> List[Candidate]:
     """The candidates no other beats on both throughput (higher) and p95 (lower), by throughput."""
-    scored = [c for c in candidates if c.best is not None and c.best.p95_ms is not None]
+    scored = [(c, c.score, c.best.p95_ms) for c in candidates if c.best is not None and c.best.p95_ms is not None]
     front = []
-    for c in scored:
-        b = c.best
-        assert b is not None and b.p95_ms is not None
-        dominated = any(o is not c and o.best.rps >= b.rps and o.best.p95_ms <= b.p95_ms  # type: ignore[union-attr, operator]
-                        and (o.best.rps > b.rps or o.best.p95_ms < b.p95_ms)  # type: ignore[union-attr, operator]
-                        for o in scored)
+    for c, rps, p95 in scored:
+        dominated = any(o is not c and o_rps >= rps and o_p95 <= p95 and (o_rps > rps or o_p95 < p95)
+                        for o, o_rps, o_p95 in scored)
         if not dominated:
             front.append(c)
     return sorted(front, key=lambda c: c.score)
@@ -355,6 +352,7 @@ def _search_on(options: TuneOptions, ensemble: Ensemble, base: Knobs, values: Di
 
     control = ModelControl(http)
     reload = Reloader(ensemble, root, control, graphs)
+    original = ensemble.config_files() if restore else {}
     measure = Measure(host, options.metrics_url or metrics_url, options.model, Path(options.sla),
                       options.seconds, options.warmup, options.inputs)
     done: List[Candidate] = []
@@ -387,14 +385,22 @@ def _search_on(options: TuneOptions, ensemble: Ensemble, base: Knobs, values: Di
             t0 = time.monotonic()
             try:
                 reload(knobs)
-                for users in sorted(options.concurrency):
+                levels = sorted(options.concurrency)
+                while levels:
+                    users = levels.pop(0)
                     level, interrupted = measure.level(users, work / f"candidate-{len(done) + 1}")
                     candidate.levels.append(level)
                     say(f"    {users:>3} users: {level.rps:8.1f} req/s, p50 {_ms(level.p50_ms)}, "
                         f"p95 {_ms(level.p95_ms)}, p99 {_ms(level.p99_ms)}, {level.failures} failures: "
                         f"{'SLA met' if level.passed else 'SLA breached'}")
-                    if interrupted or not level.passed:
+                    if interrupted:
                         break
+                    if not level.passed:
+                        # once between the last concurrency that met the SLA and this one (4 -> 16: 8)
+                        met = [lv.concurrency for lv in candidate.levels if lv.passed]
+                        middle = round(math.sqrt(met[-1] * users)) if met else 0
+                        tried = {lv.concurrency for lv in candidate.levels}
+                        levels = [middle] if met and met[-1] < middle < users and middle not in tried else []
             except KeyboardInterrupt:
                 interrupted = True
             except Exception as exc:  # noqa: BLE001 - a candidate the server refuses is reported, not fatal
@@ -413,9 +419,13 @@ def _search_on(options: TuneOptions, ensemble: Ensemble, base: Knobs, values: Di
         interrupted = True
         say("tune: interrupted: keeping the best found so far")
     finally:
-        if restore:  # a running server: put the original configs back and load them
+        if restore:  # a running server: put the original files back, byte for byte, and load them
             try:
-                reload(base)
+                for path, data in original.items():
+                    if not path.is_file() or path.read_bytes() != data:
+                        path.write_bytes(data)
+                for model in [*ensemble.steps, ensemble.name]:
+                    control.load(model, timeout=300)
             except Exception as exc:  # noqa: BLE001
                 say(f"tune: warning: could not load the original configs again: {exc}")
     baseline = next(c for c in done if c.knobs == base) if any(c.knobs == base for c in done) else Candidate(base, "baseline")
@@ -526,7 +536,8 @@ def _num(value: Optional[float]) -> Any:
 
 
 def plot(result: TuneResult, path: Path, options: TuneOptions) -> Optional[Path]:
-    """Throughput against p95 for every candidate (each load faint, its best bold), the Pareto front."""
+    """Throughput against p95 for every candidate (each load faint; its figure bold: the best load that met
+    the SLA, at the median of its runs for a finalist), the Pareto front."""
     try:
         import matplotlib
 
@@ -541,16 +552,16 @@ def plot(result: TuneResult, path: Path, options: TuneOptions) -> Optional[Path]
             axes.plot(*zip(*points), color="0.8", linewidth=0.8, marker=".", markersize=4, zorder=1)
         best = c.best
         if best is not None and best.p95_ms is not None:
-            axes.scatter([best.p95_ms], [best.rps], s=22, color="tab:blue", zorder=2)
+            axes.scatter([best.p95_ms], [c.score], s=22, color="tab:blue", zorder=2)
     front = [c for c in pareto(result.candidates)]
     if front:
         xs = [c.best.p95_ms for c in front]  # type: ignore[union-attr]
-        ys = [c.best.rps for c in front]  # type: ignore[union-attr]
+        ys = [c.score for c in front]
         axes.plot(xs, ys, color="tab:orange", linewidth=1.6, marker="o", label="Pareto front", zorder=3)
     for c, style, label in ((result.baseline, dict(marker="s", color="black"), "current config"),
                             (result.winner, dict(marker="*", color="tab:red", s=180), "winner")):
         if c is not None and c.best is not None and c.best.p95_ms is not None:
-            axes.scatter([c.best.p95_ms], [c.best.rps], zorder=4, label=label, **{"s": 70, **style})
+            axes.scatter([c.best.p95_ms], [c.score], zorder=4, label=label, **{"s": 70, **style})
     limit = _p95_limit(Path(options.sla))
     if limit:
         axes.axvline(limit, color="tab:red", linestyle="--", linewidth=1, label=f"SLA p95 {limit:g} ms")

@@ -113,3 +113,49 @@ def test_tune_finds_a_config_applies_it_and_the_answers_stay_the_pipelines(tmp_p
             for text, got in zip(TEXTS, client.classify("m", TEXTS, top_k=1)):
                 want = pipe(text, truncation=True)[0]
                 assert got[0].label == want["label"] and abs(got[0].score - want["score"]) < 1e-4
+
+
+def test_a_graph_variant_is_installed_with_its_gate_record(tmp_path):
+    """--graphs: a variant's model.onnx and its gate record replace the served graph's."""
+    checkpoint = str(tiny_classifier("bert-single"))
+    served, variant = tmp_path / "served", tmp_path / "variant"
+    export(ExportOptions(checkpoint, "text-classification", "m", served), stream=io.StringIO())
+    export(ExportOptions(checkpoint, "text-classification", "m", variant, optimize="O1", min_agreement=0.0),
+           stream=io.StringIO())
+    ensemble = Ensemble(served, "m")
+    ensemble.write(served, ensemble.current().with_(graph="O1"), graphs={"O1": variant / "m_pipeline" / "1"})
+    onnx = "model.onnx"
+    assert (served / "m_pipeline" / "1" / onnx).read_bytes() == (variant / "m_pipeline" / "1" / onnx).read_bytes()
+    again = Ensemble(served, "m")
+    assert again.current().graph == "O1"
+    for model in ("m", "m_pipeline"):
+        params = _params(served / model / "config.pbtxt")
+        assert params["tritonize.graph"] == "O1" and "tritonize.agreement" in params
+
+
+@pytest.mark.server
+def test_tune_on_a_running_server_puts_its_configs_back(tmp_path):
+    """--url: candidates are loaded into a running server through its model-control API; without --apply
+    the repository's configs are as they were, and the server serves them."""
+    from tritonize.client import Client
+    from tritonize.deploy import LocalServer, free_port
+
+    repository = tmp_path / "repo"
+    export(ExportOptions(str(tiny_classifier("bert-single")), "text-classification", "m", repository),
+           stream=io.StringIO())
+    def files():  # what the export wrote (the stubs add __pycache__ beside their code)
+        return {p: p.read_bytes() for p in sorted(repository.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+    before = files()
+    sla = tmp_path / "sla.yaml"
+    sla.write_text("p95_ms: 2000\n")  # metrics at the top level: the limits of Aggregated
+    with LocalServer(repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()) as server:
+        result = _cli("tune", str(repository), "--model", "m", "--sla", str(sla), "--budget", "20s",
+                      "--concurrency", "2", "--seconds", "1", "--warmup", "0.5", "--out", str(tmp_path / "out"),
+                      "--url", server.grpc_url, "--http-url", server.http_url, "--metrics-url", server.metrics_url)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["candidates"] >= 2
+        assert files() == before  # the original configs, put back byte for byte
+        with Client(server.grpc_url) as client:  # and loaded again: the server answers
+            assert client.classify("m", "I love this.", top_k=1)[0].label
