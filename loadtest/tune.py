@@ -547,7 +547,8 @@ def plot(result: TuneResult, path: Path, options: TuneOptions) -> Optional[Path]
         return None
     figure, axes = plt.subplots(figsize=(8, 5.5), dpi=110)
     for c in result.candidates:
-        points = [(level.p95_ms, level.rps) for level in c.levels if level.p95_ms is not None]
+        points = [(level.p95_ms, level.rps) for level in sorted(c.levels, key=lambda lv: lv.concurrency)
+                  if level.p95_ms is not None]
         if points:
             axes.plot(*zip(*points), color="0.8", linewidth=0.8, marker=".", markersize=4, zorder=1)
         best = c.best
