@@ -20,7 +20,7 @@ from tritonize.client import calls
 from tritonize.client.calls import Plan, Request, Texts
 from tritonize.client.connection import Connection
 from tritonize.client.endpoints import Channels, Endpoints, Route, as_endpoints
-from tritonize.client.errors import TritonizeError, translate_error
+from tritonize.client.errors import TritonizeError
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
 from tritonize.protocol import Entity, LabelScore
@@ -104,19 +104,14 @@ class AsyncClient:
     async def _probe(self, method: str, *args: Any, timeout: Optional[float]) -> bool:
         """``is_live``/``is_ready``: True if an endpoint says so (healthy ones asked first), within ``timeout``."""
         await self._refresh()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for address in self.endpoints.probe_order():
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
+        for address, left in self.endpoints.probes(timeout):
             try:
                 answer = bool(await getattr(self._channels.get(address), method)(
                     *args, headers=self.connection.headers or None, client_timeout=left))
             except InferenceServerException as exc:
-                if translate_error(exc, address, None).endpoint_down:
-                    self.endpoints.mark_down(address, str(exc))
+                self.endpoints.probed(address, exc)
                 continue
-            self.endpoints.mark_up(address)
+            self.endpoints.probed(address)
             if answer:
                 return True
         return False

@@ -364,6 +364,22 @@ class Endpoints:
         with self._lock:
             return sorted(self._order, key=lambda a: self._states[a].is_down(now))
 
+    def probes(self, timeout: Optional[float]) -> Iterable[Tuple[str, Optional[float]]]:
+        """``(address, seconds left)`` for ``is_live``/``is_ready``: healthy endpoints first, until ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for address in self.probe_order():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            yield address, left
+
+    def probed(self, address: str, error: Optional[Exception] = None) -> None:
+        """What a health probe of ``address`` found: it answered, or failed with ``error`` (tritonclient's)."""
+        if error is None:
+            self.mark_up(address)
+        elif translate_error(error, address, None).endpoint_down:
+            self.mark_down(address, str(error))
+
     def status(self) -> List[EndpointStatus]:
         now = time.monotonic()
         with self._lock:

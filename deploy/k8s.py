@@ -360,7 +360,16 @@ def plan_kubernetes(
     prometheus_operator: bool = False,
     tensorrt: bool = False,
 ) -> KubernetesDeployment:
-    """Check every input and say what the tree will hold; raises :class:`KubernetesError`."""
+    """Check every input and say what the tree will hold; raises :class:`KubernetesError`.
+
+    ``repository``: ``pvc://CLAIM/PATH``, ``s3://``, ``gs://``, ``as://`` or an absolute path in the
+    container (see :class:`ModelRepository`). ``gpu`` picks the GPU overlay (one nvidia.com/gpu per
+    pod, GPU nodes) over the CPU one. ``image`` replaces ``tritonize-triton``. ``replicas`` and
+    ``max_replicas`` bound the autoscaler. ``credentials_secret`` (object storage only; None for a
+    cloud identity such as IRSA or Workload Identity) is the Secret the pods read keys from.
+    ``prometheus_operator`` adds a ServiceMonitor (a Prometheus Operator CRD) on the Service;
+    ``tensorrt`` an init container that builds the TensorRT engines on the pod's GPU.
+    """
     repo = ModelRepository.parse(repository)
     if tensorrt and not gpu:
         raise KubernetesError("--tensorrt builds TensorRT engines on the pod's GPU: add --gpu")
@@ -388,36 +397,12 @@ def plan_kubernetes(
     )
 
 
-def write_kubernetes(
-    repository: str,
-    name: str,
-    out: Path,
-    *,
-    gpu: bool = False,
-    image: Optional[str] = None,
-    replicas: int = 1,
-    max_replicas: Optional[int] = None,
-    namespace: Optional[str] = None,
-    credentials_secret: Optional[str] = DEFAULT_CREDENTIALS_SECRET,
-    prometheus_operator: bool = False,
-    tensorrt: bool = False,
-    force: bool = False,
-) -> List[Path]:
-    """Write the Kustomize tree that serves ``repository`` as ``name`` into ``out``; return its files.
+def write_kubernetes(plan: KubernetesDeployment, out: Path, *, force: bool = False) -> List[Path]:
+    """Write the Kustomize tree of ``plan`` (checked by :func:`plan_kubernetes`) into ``out``; return its files.
 
-    ``repository``: ``pvc://CLAIM/PATH``, ``s3://``, ``gs://``, ``as://`` or an absolute path in the
-    container (see :class:`ModelRepository`). ``gpu`` picks the GPU overlay (one nvidia.com/gpu per
-    pod, GPU nodes) over the CPU one. ``image`` replaces ``tritonize-triton``. ``replicas`` and
-    ``max_replicas`` bound the autoscaler. ``credentials_secret`` (object storage only; None for a
-    cloud identity such as IRSA or Workload Identity) is the Secret the pods read keys from.
-    ``prometheus_operator`` adds a ServiceMonitor (a Prometheus Operator CRD) on the Service.
     ``out`` must be empty or missing unless ``force``, which replaces what an earlier run wrote
     there (and nothing else). The kustomization's header records the command that writes it again.
     """
-    plan = plan_kubernetes(repository, name, gpu=gpu, image=image, replicas=replicas,
-                           max_replicas=max_replicas, namespace=namespace,
-                           credentials_secret=credentials_secret, prometheus_operator=prometheus_operator,
-                           tensorrt=tensorrt)
     out = Path(out)
     base = MANIFESTS / "base"
     overlay = MANIFESTS / "overlays" / plan.overlay

@@ -478,7 +478,8 @@ def test_out_must_be_empty_unless_force(tmp_path):
 
 
 def test_write_kubernetes_returns_what_it_wrote(tmp_path):
-    written = k8s.write_kubernetes("gs://b/r", "m", tmp_path / "t", image="tritonize-triton@sha256:" + "a" * 64)
+    plan = k8s.plan_kubernetes("gs://b/r", "m", image="tritonize-triton@sha256:" + "a" * 64)
+    written = k8s.write_kubernetes(plan, tmp_path / "t")
     files = {p.relative_to(tmp_path / "t").as_posix() for p in written}
     assert files == {p.relative_to(tmp_path / "t").as_posix() for p in (tmp_path / "t").rglob("*") if p.is_file()}
     shipped = {p.relative_to(MANIFESTS).as_posix() for p in (MANIFESTS / "base").rglob("*") if p.is_file()}

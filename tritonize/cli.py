@@ -514,7 +514,7 @@ def _deploy(args: argparse.Namespace) -> int:
                    if args.credentials_secret is None else args.credentials_secret)
     try:
         plan = k8s.plan_kubernetes(args.repository, args.name, **options)
-        written = k8s.write_kubernetes(args.repository, args.name, args.out, force=args.force, **options)
+        written = k8s.write_kubernetes(plan, args.out, force=args.force)
     except k8s.KubernetesError as exc:
         return _fail(str(exc))
     except OSError as exc:
