@@ -19,7 +19,7 @@ from tritonize.client.endpoints import Endpoints, EndpointStatus
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
 from tritonize.client.sync import Client
-from tritonize.protocol import Answer, Entity, LabelScore
+from tritonize.protocol import Answer, Entity, LabelScore, MaskFill
 
 __all__ = [
     "AccessDenied",
@@ -33,6 +33,7 @@ __all__ = [
     "Entity",
     "InvalidInput",
     "LabelScore",
+    "MaskFill",
     "ModelInfo",
     "ModelNotFound",
     "ModelNotReady",

@@ -12,12 +12,15 @@ import time
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Union, overload
 
+import numpy as np
+from numpy.typing import NDArray
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from tritonize.client import calls
 from tritonize.client.calls import Plan, Request, Texts
+from tritonize.client.tasks import bind, codec_of
 from tritonize.client.connection import Connection
 from tritonize.client.endpoints import Channels, Endpoints, Route, as_endpoints
 from tritonize.client.errors import TritonizeError
@@ -188,16 +191,31 @@ class AsyncClient:
         return found
 
     # -- tasks -----------------------------------------------------------------
+
+    async def predict(self, model: str, *, timeout: Optional[float] = None, **arguments: Any) -> Any:
+        """Call ``model`` with whatever task it serves, as ``Client.predict`` does."""
+        calls.check_model(model)
+        timeout = self._timeout(calls.check_timeout(timeout))
+        started = time.monotonic()
+        info = await self.model_info(model, timeout=timeout)
+        call = bind(codec_of(info, self.url), model, timeout, arguments)
+        if call.size == 0:
+            return []
+        timeout = calls.time_left(timeout, started, self.url, model)
+        return await self._run(call.plan(info, self.url), timeout)
     @overload
-    async def classify(self, model: str, texts: str, *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # type: ignore[overload-overlap]  # noqa: E501
+    async def classify(self, model: str, texts: str, *, text_pair: Optional[str] = ..., top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # type: ignore[overload-overlap]  # noqa: E501
 
     @overload
-    async def classify(self, model: str, texts: Sequence[str], *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[List[LabelScore]]: ...  # noqa: E501
+    async def classify(self, model: str, texts: Sequence[str], *, text_pair: Optional[Sequence[Optional[str]]] = ..., top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[List[LabelScore]]: ...  # noqa: E501
 
     async def classify(
-        self, model: str, texts: Texts, *, top_k: Optional[int] = None, timeout: Optional[float] = None
+        self, model: str, texts: Texts, *, text_pair: calls.TextPairs = None, top_k: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> Union[List[LabelScore], List[List[LabelScore]]]:
-        return await self._perform(calls.classify(model, texts, top_k, timeout))  # type: ignore[no-any-return]
+        return await self._perform(  # type: ignore[no-any-return]
+            calls.classify(model, texts, top_k, timeout, text_pair=text_pair)
+        )
 
     @overload
     async def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # type: ignore[overload-overlap]  # noqa: E501
@@ -226,3 +244,24 @@ class AsyncClient:
         return await self._perform(
             calls.answer(model, question, context, top_k, max_answer_len, handle_impossible_answer, timeout)
         )
+
+    async def embed(
+        self, model: str, texts: Texts, *, normalize: Optional[bool] = None, timeout: Optional[float] = None
+    ) -> "NDArray[np.float32]":
+        """``Client.embed``, awaited: float32 ``[dim]`` for a str, ``[n, dim]`` for a list."""
+        call = calls.embed(model, texts, normalize, timeout)
+        if call.size == 0:
+            return calls.no_embeddings(await self.model_info(model, timeout=self._timeout(call.timeout)), self.url)
+        return await self._perform(call)  # type: ignore[no-any-return]
+
+    async def fill_mask(
+        self,
+        model: str,
+        texts: Texts,
+        *,
+        top_k: Optional[int] = None,
+        targets: Union[None, str, Sequence[str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """``Client.fill_mask``, awaited."""
+        return await self._perform(calls.fill_mask(model, texts, top_k, targets, timeout))

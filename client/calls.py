@@ -11,6 +11,7 @@ lives in one place.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Set
 import time
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import NDArray
 
 from tritonize import protocol
 from tritonize.client.connection import Connection
 from tritonize.client.errors import DeadlineExceeded, InvalidInput, TaskMismatch
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
-from tritonize.protocol import Answer, Entity, LabelScore
+from tritonize.protocol import Answer, Entity, LabelScore, MaskFill
 
 Texts = Union[str, Sequence[str]]
 Arrays = Dict[str, Any]
@@ -160,7 +162,7 @@ def require(info: ModelInfo, task: str, url: str) -> None:
         raise TaskMismatch(f"model {info.name!r} on {url} {served}, not {task!r}", url=url, model=info.name)
 
 
-def _chunks(count: int, info: ModelInfo) -> List[Tuple[int, int]]:
+def chunks(count: int, info: ModelInfo) -> List[Tuple[int, int]]:
     step = info.max_batch_size or count or 1
     return [(start, min(start + step, count)) for start in range(0, count, step)]
 
@@ -173,10 +175,62 @@ def _positive(name: str, value: Optional[int], required: bool = False) -> None:
 
 
 # -- text-classification ---------------------------------------------------------
-def classify(model: str, texts: Texts, top_k: Optional[int], timeout: Optional[float]) -> Call:
+#: ``classify``'s ``text_pair``: a str (with one text), or one str or None per text
+TextPairs = Union[None, str, Sequence[Optional[str]]]
+
+
+def as_pairs(text_pair: Any, texts: Any, size: int) -> List[Optional[str]]:
+    """``classify``'s ``text_pair``: one second text (or None: a single text) per text of ``texts``."""
+    if text_pair is None:
+        return [None] * size
+    if isinstance(texts, str):
+        if not isinstance(text_pair, str):
+            raise InvalidInput(f"text_pair must be a str when texts is a str, got {type(text_pair).__name__}")
+        return list(as_batch(text_pair, "text_pair"))
+    if isinstance(text_pair, str):
+        raise InvalidInput(f"text_pair must be a list of {size} str (one per text) when texts is a list, got a str; "
+                           "or give texts as a str")
+    if isinstance(text_pair, (bytes, bytearray, Mapping, Set)) or not isinstance(text_pair, Iterable):
+        as_batch(text_pair, "text_pair")  # refuses it, naming the wrong type
+    pairs = list(text_pair)
+    if len(pairs) != size:
+        raise InvalidInput(f"text_pair must have one item per text: texts has {size}, text_pair {len(pairs)}")
+    for index, pair in enumerate(pairs):
+        where = f"text_pair[{index}]"
+        if pair is None or isinstance(pair, str):  # None: that text is classified alone
+            if pair is not None:
+                _check_text(pair, where)
+        elif isinstance(pair, (bytes, bytearray)):
+            raise InvalidInput(f"{where} must be a str or None, got {type(pair).__name__}; "
+                               "decode it first (e.g. .decode('utf-8'))")
+        else:
+            raise InvalidInput(f"{where} must be a str or None, got {type(pair).__name__}")
+    return pairs
+
+
+def _runs(pairs: Sequence[Optional[str]]) -> List[Tuple[int, int]]:
+    """Consecutive items that all have a pair, or all have none: each run goes in requests of its own."""
+    runs, start = [], 0
+    for index in range(1, len(pairs) + 1):
+        if index == len(pairs) or (pairs[index] is None) != (pairs[start] is None):
+            runs.append((start, index))
+            start = index
+    return runs
+
+
+def classify(model: str, texts: Texts, top_k: Optional[int], timeout: Optional[float],
+             text_pair: TextPairs = None) -> Call:
+    """``texts`` classified alone, or as sentence pairs with ``text_pair`` (the ensemble's optional TEXT_PAIR).
+
+    ``text_pair`` is a str when ``texts`` is a str, or a list of one item per
+    text, ``None`` for a text classified alone. Items with and without a pair
+    go in separate requests, in order, since a request either carries
+    TEXT_PAIR for all its texts or not at all.
+    """
     model, timeout = check_model(model), check_timeout(timeout)
     _positive("top_k", top_k)
     batch = as_batch(texts)
+    pairs = as_pairs(text_pair, texts, len(batch))
     single = isinstance(texts, str)
     outputs = (protocol.LABELS, protocol.SCORES)
 
@@ -189,7 +243,20 @@ def classify(model: str, texts: Texts, top_k: Optional[int], timeout: Optional[f
 
     def plan(info: ModelInfo, url: str) -> Plan:
         require(info, protocol.TEXT_CLASSIFICATION, url)
-        requests = [Request([(protocol.TEXT, batch[a:b])], outputs) for a, b in _chunks(len(batch), info)]
+        if any(pair is not None for pair in pairs) and protocol.TEXT_PAIR not in info.inputs:
+            raise InvalidInput(
+                f"model {info.name!r} on {url} takes no text_pair: its ensemble has no {protocol.TEXT_PAIR} input "
+                "(exported by a tritonize without sentence pairs); re-export it to classify pairs",
+                url=url, model=info.name,
+            )
+        requests = []
+        for start, stop in _runs(pairs):
+            for a, b in chunks(stop - start, info):
+                a, b = start + a, start + b
+                inputs = [(protocol.TEXT, batch[a:b])]
+                if pairs[a] is not None:
+                    inputs.append((protocol.TEXT_PAIR, [str(pair) for pair in pairs[a:b]]))
+                requests.append(Request(inputs, outputs))
         return Plan(info.name, requests, decode, single=single)
 
     return Call(model, timeout, len(batch), plan)
@@ -236,7 +303,7 @@ def extract_entities(
             return results
 
         requests = [
-            Request([(protocol.TEXT, batch[a:b])], ENTITY_OUTPUTS, parameters) for a, b in _chunks(len(batch), info)
+            Request([(protocol.TEXT, batch[a:b])], ENTITY_OUTPUTS, parameters) for a, b in chunks(len(batch), info)
         ]
         return Plan(info.name, requests, decode, single=single)
 
@@ -300,11 +367,76 @@ def answer(
         requests = [
             Request([(protocol.QUESTION, questions[a:b]), (protocol.CONTEXT, contexts[a:b])], ANSWER_OUTPUTS,
                     parameters)
-            for a, b in _chunks(len(questions), info)
+            for a, b in chunks(len(questions), info)
         ]
         return Plan(info.name, requests, decode, single=single)
 
     return Call(model, timeout, len(questions), plan)
+
+
+# -- fill-mask -------------------------------------------------------------------
+FILL_MASK_OUTPUTS = (protocol.SCORE, protocol.TOKEN, protocol.TOKEN_STR, protocol.SEQUENCE, protocol.COUNT)
+
+
+def as_targets(targets: Any) -> Optional[List[str]]:
+    """``fill_mask``'s ``targets``: None, one word or token (a str), or a non-empty list of them."""
+    if targets is None:
+        return None
+    wanted = as_batch(targets, "targets")
+    if not wanted:
+        raise InvalidInput("targets must hold at least one word or token (or be None: the whole vocabulary)")
+    return wanted
+
+
+def fill_mask(model: str, texts: Texts, top_k: Optional[int], targets: Any, timeout: Optional[float]) -> Call:
+    """The best fillers of each mask token of ``texts``, shaped as ``pipeline("fill-mask")`` shapes them.
+
+    A text with one mask gives a list of ``top_k`` ``MaskFill`` (best first),
+    one with several masks a list of such lists, one per mask; a list of
+    texts one such result per text, except that a list of one text is
+    answered as that text alone, as the pipeline answers it.
+    """
+    model, timeout = check_model(model), check_timeout(timeout)
+    _positive("top_k", top_k)
+    wanted = as_targets(targets)
+    batch = as_batch(texts)
+    single = isinstance(texts, str)  # as every SDK call: a str gives its result, a list a list
+    parameters: Dict[str, Any] = {}
+    if top_k is not None:
+        parameters["top_k"] = top_k
+    if wanted is not None:
+        parameters["targets"] = json.dumps(wanted)
+
+    def decode(request: Request, arrays: Arrays) -> List[Any]:
+        scores, tokens = arrays[protocol.SCORE], arrays[protocol.TOKEN]
+        token_strs, sequences = arrays[protocol.TOKEN_STR], arrays[protocol.SEQUENCE]
+        results: List[Any] = []
+        for row in range(request.size):
+            count = int(arrays[protocol.COUNT][row].reshape(-1)[0])
+            masks = [
+                [
+                    MaskFill(
+                        score=float(scores[row, m, j]),
+                        token=int(tokens[row, m, j]),
+                        token_str=token_strs[row, m, j].decode("utf-8"),
+                        sequence=sequences[row, m, j].decode("utf-8"),
+                    )
+                    for j in range(scores.shape[2])
+                ]
+                for m in range(count)
+            ]
+            results.append(masks[0] if count == 1 else masks)
+        return results
+
+    def plan(info: ModelInfo, url: str) -> Plan:
+        require(info, protocol.FILL_MASK, url)
+        requests = [
+            Request([(protocol.TEXT, batch[a:b])], FILL_MASK_OUTPUTS, parameters or None)
+            for a, b in chunks(len(batch), info)
+        ]
+        return Plan(info.name, requests, decode, single=single)
+
+    return Call(model, timeout, len(batch), plan)
 
 
 def time_left(timeout: Optional[float], started: float, url: str, model: str) -> Optional[float]:
@@ -315,3 +447,56 @@ def time_left(timeout: Optional[float], started: float, url: str, model: str) ->
     if left <= 0:
         raise DeadlineExceeded(f"model {model!r} on {url}: deadline of {timeout}s exceeded", url=url, model=model)
     return left
+
+
+# -- feature-extraction ----------------------------------------------------------
+@dataclass
+class EmbeddingPlan(Plan):
+    """The chunks' ``[rows, dim]`` arrays become one float32 array: ``[n, dim]``, or ``[dim]`` for one str."""
+
+    def finish(self, decoded: List[Any]) -> Any:
+        vectors = np.concatenate(decoded, axis=0) if decoded else np.zeros((0, 0), dtype=np.float32)
+        return vectors[0] if self.single else vectors
+
+
+def embedding_dim(info: ModelInfo) -> int:
+    """The served embedding size, from the model's config (0 if it does not say)."""
+    try:
+        return max(int(info.parameters.get(protocol.PARAM_EMBEDDING_DIM, "0")), 0)
+    except ValueError:
+        return 0
+
+
+def no_embeddings(info: ModelInfo, url: str) -> "NDArray[np.float32]":
+    """The answer to an empty list of texts: a float32 array of shape ``[0, dim]``."""
+    require(info, protocol.FEATURE_EXTRACTION, url)
+    return np.zeros((0, embedding_dim(info)), dtype=np.float32)
+
+
+def embed(model: str, texts: Texts, normalize: Optional[bool], timeout: Optional[float]) -> Call:
+    """Sentence embeddings of ``texts``: float32 ``[dim]`` for a str, ``[n, dim]`` for a list of n texts.
+
+    ``normalize=None`` keeps the export's choice (a sentence-transformers
+    checkpoint with a Normalize module: unit vectors); True or False overrides it.
+    """
+    model, timeout = check_model(model), check_timeout(timeout)
+    if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
+        raise InvalidInput(f"normalize must be a bool or None, got {type(normalize).__name__}")
+    batch = as_batch(texts)
+    single = isinstance(texts, str)
+    parameters = None if normalize is None else {"normalize": bool(normalize)}
+
+    def decode(request: Request, arrays: Arrays) -> Any:
+        vectors = np.asarray(arrays[protocol.EMBEDDING], dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != request.size:
+            raise TaskMismatch(f"model {model!r} answered EMBEDDING of shape {list(vectors.shape)} for "
+                               f"{request.size} texts; expected [{request.size}, dim]", model=model)
+        return vectors
+
+    def plan(info: ModelInfo, url: str) -> Plan:
+        require(info, protocol.FEATURE_EXTRACTION, url)
+        requests = [Request([(protocol.TEXT, batch[a:b])], (protocol.EMBEDDING,), parameters)
+                    for a, b in chunks(len(batch), info)]
+        return EmbeddingPlan(info.name, requests, decode, single=single)
+
+    return Call(model, timeout, len(batch), plan)

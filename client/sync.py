@@ -15,17 +15,20 @@ from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence, Union, overload
 
+import numpy as np
+from numpy.typing import NDArray
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tritonize.client import calls
 from tritonize.client.calls import Plan, Request, Texts
+from tritonize.client.tasks import bind, codec_of
 from tritonize.client.connection import Connection
 from tritonize.client.endpoints import Channels, Endpoints, Route, as_endpoints
 from tritonize.client.errors import TritonizeError
 from tritonize.client.models import ModelInfo
 from tritonize.client.retry import RetryPolicy
-from tritonize.protocol import Answer, Entity, LabelScore
+from tritonize.protocol import Answer, Entity, LabelScore, MaskFill
 
 
 class Client:
@@ -214,21 +217,48 @@ class Client:
         return found
 
     # -- tasks -----------------------------------------------------------------
+
+    def predict(self, model: str, *, timeout: Optional[float] = None, **arguments: Any) -> Any:
+        """Call ``model`` with whatever task it serves, through that task plugin's codec.
+
+        The inputs are keywords, lower-case (``text=``, ``text_pair=``,
+        ``question=``, ``context=``), each a str or a list of str, then the
+        task's own options (``top_k=``, ``aggregation_strategy=`` ...). The
+        result is the task's typed method's: ``client.predict("sentiment",
+        text="I love it")`` is ``client.classify("sentiment", "I love it")``.
+        Works for every installed task plugin, built in or not.
+        """
+        calls.check_model(model)
+        timeout = self._timeout(calls.check_timeout(timeout))
+        started = time.monotonic()
+        info = self.model_info(model, timeout=timeout)
+        call = bind(codec_of(info, self.url), model, timeout, arguments)
+        if call.size == 0:
+            return []
+        timeout = calls.time_left(timeout, started, self.url, model)
+        return self._run(call.plan(info, self.url), timeout)
     @overload
-    def classify(self, model: str, texts: str, *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # type: ignore[overload-overlap]  # noqa: E501
+    def classify(self, model: str, texts: str, *, text_pair: Optional[str] = ..., top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[LabelScore]: ...  # type: ignore[overload-overlap]  # noqa: E501
 
     @overload
-    def classify(self, model: str, texts: Sequence[str], *, top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[List[LabelScore]]: ...  # noqa: E501
+    def classify(self, model: str, texts: Sequence[str], *, text_pair: Optional[Sequence[Optional[str]]] = ..., top_k: Optional[int] = ..., timeout: Optional[float] = ...) -> List[List[LabelScore]]: ...  # noqa: E501
 
     def classify(
-        self, model: str, texts: Texts, *, top_k: Optional[int] = None, timeout: Optional[float] = None
+        self, model: str, texts: Texts, *, text_pair: calls.TextPairs = None, top_k: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> Union[List[LabelScore], List[List[LabelScore]]]:
         """Classify ``texts`` as ``pipeline("text-classification", top_k=top_k)`` does.
 
         A single string gives one list of labels, best first; a list of
         strings gives one such list per text. ``top_k=None`` returns every label.
+        With ``text_pair`` the texts are classified as sentence pairs (NLI,
+        paraphrase, cross-encoder reranking), as the pipeline classifies
+        ``{"text": text, "text_pair": pair}``: a str with a str, or a list of
+        one pair per text (None: that text alone).
         """
-        return self._perform(calls.classify(model, texts, top_k, timeout))  # type: ignore[no-any-return]
+        return self._perform(  # type: ignore[no-any-return]
+            calls.classify(model, texts, top_k, timeout, text_pair=text_pair)
+        )
 
     @overload
     def extract_entities(self, model: str, texts: str, *, aggregation_strategy: Optional[str] = ..., timeout: Optional[float] = ...) -> List[Entity]: ...  # type: ignore[overload-overlap]  # noqa: E501
@@ -272,5 +302,45 @@ class Client:
             calls.answer(model, question, context, top_k, max_answer_len, handle_impossible_answer, timeout)
         )
 
+    def embed(
+        self, model: str, texts: Texts, *, normalize: Optional[bool] = None, timeout: Optional[float] = None
+    ) -> "NDArray[np.float32]":
+        """Sentence embeddings of ``texts``, as ``SentenceTransformer(path).encode(texts)`` gives them.
 
-__all__ = ["Answer", "Client", "Entity", "LabelScore"]
+        A single string gives a float32 array of shape ``[dim]``; a list of n
+        strings one of shape ``[n, dim]``, in input order (an empty list:
+        ``[0, dim]``). The pooling (cls or mean) is the export's, as the
+        checkpoint's sentence-transformers files say; ``normalize=None`` keeps
+        the export's normalization, True or False L2-normalizes or not. Texts
+        longer than the export's max length are truncated, as
+        sentence-transformers truncates at ``max_seq_length``.
+        """
+        call = calls.embed(model, texts, normalize, timeout)
+        if call.size == 0:  # nothing to embed: [0, dim], the model's dim from its config
+            return calls.no_embeddings(self.model_info(model, timeout=self._timeout(call.timeout)), self.url)
+        return self._perform(call)  # type: ignore[no-any-return]
+
+    def fill_mask(
+        self,
+        model: str,
+        texts: Texts,
+        *,
+        top_k: Optional[int] = None,
+        targets: Union[None, str, Sequence[str]] = None,
+        timeout: Optional[float] = None,
+    ) -> Any:
+        """Fill in the mask tokens of ``texts`` as ``pipeline("fill-mask")`` does.
+
+        A text with one mask token gives a list of ``top_k`` ``MaskFill``
+        (``score``, ``token``, ``token_str``, ``sequence``; default 5), best
+        first; a text with several masks a list of such lists, one per mask; a
+        list of texts one such result per text (a list of one text: a list of
+        one result; the pipeline unwraps it). ``targets`` (words or
+        tokens) scores only those; each that is not in the vocabulary stands
+        for its first token. The mask token is the model's own
+        (``model_info(model).parameters["tritonize.mask_token"]``).
+        """
+        return self._perform(calls.fill_mask(model, texts, top_k, targets, timeout))
+
+
+__all__ = ["Answer", "Client", "Entity", "LabelScore", "MaskFill"]

@@ -4,7 +4,9 @@ The reference is ``transformers.pipeline(task)`` on the PyTorch checkpoint;
 the candidate is the same pipeline on optimum's ORTModel of the variant, so
 both tokenize and postprocess alike and only the graph differs. One input
 agrees when the task's key is equal (``TaskPlugin.agreement_key``): the top
-label, the set of (entity_group, start, end), or (answer, start, end).
+label, the set of (entity_group, start, end), or (answer, start, end). A key
+that has an ``agrees(other)`` method decides for itself (feature-extraction:
+two embeddings agree when their cosine is at least 0.999).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def _pipeline(task: TaskPlugin, model: Any, spec: ExportSpec) -> Any:
     from transformers import pipeline
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    return pipeline(task.name, model=model, tokenizer=spec.checkpoint.tokenizer, device="cpu")
+    return pipeline(task.reference_task, model=model, tokenizer=spec.checkpoint.tokenizer, device="cpu")
 
 
 def answers(task: TaskPlugin, model: Any, spec: ExportSpec, inputs: Sequence[Any]) -> List[Any]:
@@ -106,7 +108,7 @@ def variant_answers(task: TaskPlugin, model_path: Path, spec: ExportSpec, inputs
 def compare(expected: Sequence[Any], got: Sequence[Any], inputs: Sequence[Any]) -> Agreement:
     agreed, examples = 0, []
     for want, have, item in zip(expected, got, inputs):
-        if want == have:
+        if want.agrees(have) if hasattr(want, "agrees") else want == have:
             agreed += 1
         elif len(examples) < 3:
             shown = item if isinstance(item, str) else item.get("question", "")

@@ -20,7 +20,7 @@ from tritonize.exporters.checkpoint import ExportError, open_checkpoint
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.formats.base import FormatPlugin
 from tritonize.exporters.formats.onnx import python_encoder_config
-from tritonize.exporters.onnx_export import OnnxEncoder, build_encoder
+from tritonize.exporters.onnx_export import OnnxEncoder, build_encoder, supported_check
 from tritonize.exporters.configs import DynamicBatcher, QueuePolicy
 from tritonize.exporters.tasks.base import DEFAULT_LIMITS, ExportSpec, RequestLimits, TaskPlugin
 
@@ -76,6 +76,9 @@ class ExportResult:
     backend: str = "python-onnxruntime"
     device: str = "cpu"
     precision: str = "fp32"
+    task: str = ""
+    #: what the task plugin chose, and why (TaskPlugin.summary), e.g. feature-extraction's pooling
+    task_summary: Dict[str, Any] = field(default_factory=dict)
 
 
 class Progress:
@@ -179,7 +182,7 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
     backend_tokenizer.no_truncation()
     backend_tokenizer.no_padding()
     backend_tokenizer.save(str(version_dir / "tokenizer.json"))
-    install_step(task.tokenizer_source, version_dir)
+    install_step(task.tokenizer_source, version_dir, code=task.code_dir)
     outputs = task.tokenizer_outputs(spec, [ENCODER_INPUTS[n] for n in encoder.input_names])
     return _python_step(
         spec, name, task.tokenizer_inputs(spec), outputs,
@@ -200,7 +203,7 @@ def _write_tokenizer(spec: ExportSpec, task: TaskPlugin, fmt: FormatPlugin, enco
 def _write_postprocess(spec: ExportSpec, task: TaskPlugin, model_dir: Path, name: str) -> configs.mc.ModelConfig:
     version_dir = model_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
-    install_step(task.postprocess_source, version_dir)
+    install_step(task.postprocess_source, version_dir, code=task.code_dir)
     task.write_postprocess_files(spec, version_dir)
     return _python_step(
         spec, name, task.postprocess_inputs(spec), task.ensemble_outputs(spec),
@@ -358,6 +361,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
     with progress(f"opening checkpoint {options.checkpoint}"):
         checkpoint = open_checkpoint(options.checkpoint)
         task.check_checkpoint(checkpoint)
+        supported_check(checkpoint, task)  # before any weights load: optimum must export this head
         max_length = checkpoint.max_length(options.max_length)
         limits, batcher = _serving(options, max_length)
         spec = ExportSpec(
@@ -377,6 +381,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
             precision=options.precision,
             trt_accelerator=options.trt_accelerator,
         )
+        spec.encoder_parameters = task.encoder_parameters(spec)
 
     writer = RepositoryWriter(options.repository)
     with tempfile.TemporaryDirectory(prefix="tritonize-export-") as tmp:
@@ -399,7 +404,7 @@ def export(options: ExportOptions, stream: TextIO = sys.stderr) -> ExportResult:
         f"{', '.join(models)}; ONNX vs PyTorch max |diff| {encoder.max_abs_diff:.1e}{gate}; {seconds:.1f}s\n"
     )
     return ExportResult(options.name, writer.repository, models, encoder.max_abs_diff, seconds, dict(spec.graph),
-                        fmt.name, str(device), options.precision)
+                        fmt.name, str(device), options.precision, task.name, task.summary(spec))
 
 
 def _gated_variant(variant: variants.Variant, encoder: OnnxEncoder, model: Any, task: TaskPlugin,
@@ -457,5 +462,6 @@ def summary(result: ExportResult) -> str:
     return json.dumps(
         {"name": result.name, "repository": str(result.repository), "models": result.models,
          "max_abs_diff": result.max_abs_diff, "seconds": round(result.seconds, 2), "backend": result.backend,
-         "device": result.device, "precision": result.precision, **_short(result.graph)}
+         "device": result.device, "precision": result.precision, **_short(result.graph),
+         **({"task": result.task} if result.task else {}), **result.task_summary}
     )

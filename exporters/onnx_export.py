@@ -39,15 +39,21 @@ def supported_check(checkpoint: Checkpoint, task: TaskPlugin) -> None:
             checkpoint.model_type, "onnx", library_name="transformers"
         )
     except KeyError:
-        supported = sorted(TasksManager.get_supported_model_type_for_task(task.name, "onnx"))
+        supported = sorted(TasksManager.get_supported_model_type_for_task(task.reference_task, "onnx"))
         raise ExportError(
             f"architecture {checkpoint.model_type!r} of {checkpoint.source!r} cannot be exported to ONNX; "
             f"supported for {task.name}: {', '.join(supported)}"
         ) from None
-    if task.name not in tasks:
+    if task.reference_task not in tasks:
+        # e.g. ModernBERT: transformers has ModernBertForQuestionAnswering, optimum exports no QA head for it
+        head = next((a for a in checkpoint.architectures if a.endswith(task.head_suffix)), None)
+        supported = sorted(TasksManager.get_supported_model_type_for_task(task.reference_task, "onnx"))
         raise ExportError(
-            f"architecture {checkpoint.model_type!r} has no ONNX export for {task.name}; "
-            f"it supports: {', '.join(sorted(tasks))}"
+            f"architecture {checkpoint.model_type!r} has no ONNX export for {task.name}: optimum, which "
+            f"exports the encoder, cannot export {head or checkpoint.model_type + ' ' + task.name + ' models'} "
+            f"(it exports {checkpoint.model_type!r} only for {', '.join(sorted(tasks))}), so {checkpoint.source!r} "
+            f"cannot be served for {task.name}. Export it for one of those tasks, or use a checkpoint of an "
+            f"architecture that optimum exports for {task.name}: {', '.join(supported)}"
         )
 
 
@@ -81,7 +87,7 @@ def export_onnx(model: Any, task: TaskPlugin, checkpoint: Checkpoint, output_dir
             _optimum_export(onnx_export_from_model,
                 model,
                 tmp,
-                task=task.name,
+                task=task.reference_task,
                 do_validation=False,  # we validate below, and fail hard
                 preprocessors=[checkpoint.tokenizer],
                 device="cpu",
@@ -122,7 +128,7 @@ def validate(
 
     tokenizer = checkpoint.tokenizer
     batch = tokenizer(
-        task.validation_texts(),
+        task.validation_inputs(checkpoint),
         padding=True,
         truncation=True,
         max_length=max_length,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from tritonize import protocol
-from tritonize.loadtest.samples import TASK_ALIASES, DataError, Samples, builtin_samples, load_samples
+from tritonize import tasks
+from tritonize.loadtest.samples import DataError, Samples, builtin_samples, load_samples
 from tritonize.loadtest.triton import METRICS_URL_ENV
 
 PACINGS = ("open", "closed")
@@ -54,10 +54,10 @@ def parse_weights(text: Optional[str]) -> Dict[str, int]:
         if not part.strip():
             continue
         name, sep, number = part.partition("=")
-        task = TASK_ALIASES.get(name.strip().lower())
+        task = tasks.aliases().get(name.strip().lower())
         if not sep or task is None:
             raise ValueError(f"cannot read the weight {part.strip()!r}: use TASK=WEIGHT with TASK one of "
-                             f"{', '.join(sorted(TASK_ALIASES))}")
+                             f"{', '.join(sorted(tasks.aliases()))}")
         try:
             weight = int(number)
         except ValueError:
@@ -214,7 +214,7 @@ class Plan:
     @property
     def ensembles(self) -> List[Tuple[str, str]]:
         """(model, task) of every model the run calls."""
-        return [(model, task) for task in protocol.TASKS for model in self.models.get(task, [])]
+        return [(model, task) for task, names in self.models.items() for model in names]
 
     def pacing_text(self) -> str:
         if self.pacing == "open":
@@ -225,7 +225,8 @@ class Plan:
 def _served_models(client: Any, names: Optional[Sequence[str]]) -> Dict[str, List[str]]:
     from tritonize.client import TritonizeError
 
-    models: Dict[str, List[str]] = {task: [] for task in protocol.TASKS}
+    known = tasks.names()
+    models: Dict[str, List[str]] = {task: [] for task in known}
     if names:
         for name in names:
             try:
@@ -235,9 +236,12 @@ def _served_models(client: Any, names: Optional[Sequence[str]]) -> Dict[str, Lis
             if info.role not in (None, "ensemble"):
                 raise LoadTestError(f"--models {name}: this is the {info.role} step of a tritonize ensemble; "
                                     "load-test the ensemble itself")
-            if info.task not in protocol.TASKS:
+            if not info.task:
                 raise LoadTestError(f"--models {name}: the server does not describe it as a tritonize model "
-                                    f"(task {info.task!r}); tritonize loadtest calls models exported by tritonize")
+                                    "(no task); tritonize loadtest calls models exported by tritonize")
+            if info.task not in known:
+                raise LoadTestError(f"--models {name} serves {info.task!r}, which no installed task plugin "
+                                    f"knows (installed: {', '.join(known)}); install the plugin that serves it")
             if not client.is_ready(name):
                 raise LoadTestError(f"--models {name}: the model is not ready on {client.url}")
             if name not in models[info.task]:
@@ -248,7 +252,7 @@ def _served_models(client: Any, names: Optional[Sequence[str]]) -> Dict[str, Lis
     except TritonizeError as exc:
         raise LoadTestError(f"cannot list the models of {client.url}: {exc}") from exc
     for info in found:
-        if info.ready and info.task in protocol.TASKS:
+        if info.ready and info.task in known:
             models[info.task].append(info.name)
     if not any(models.values()):
         raise LoadTestError(f"the server at {client.url} serves no ready tritonize model; "
@@ -278,7 +282,10 @@ def resolve_plan(options: LoadTestOptions) -> Plan:
         raise LoadTestError(str(exc)) from exc
     for task, names in models.items():
         if names and not samples.get(task):
-            need = "'question' and 'context'" if task == protocol.QUESTION_ANSWERING else "'text'"
+            need = " and ".join(repr(k) for k in tasks.get(task).required_keywords)
+            if not options.data:
+                raise LoadTestError(f"the {task} plugin brings no built-in load-test inputs; give --data with "
+                                    f"rows of {need}, which models {', '.join(names)} need")
             raise LoadTestError(f"--data {options.data} has no row for {task} (rows with {need}), "
                                 f"which models {', '.join(names)} need")
     for task, weight in options.weights.items():

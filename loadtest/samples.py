@@ -5,13 +5,19 @@ tokenizer see what production sees: short texts (a few words, a tweet), medium
 ones (a paragraph) and long ones (several paragraphs; longer than the usual
 512-token window for NER and QA contexts, so that windowing is exercised).
 
-A data file (``--data``) is JSONL or CSV:
+Which inputs a task takes comes from its plugin (:mod:`tritonize.tasks`):
+a task plugin's own built-in samples are used when it brings them; else a task
+whose one required input is ``TEXT`` gets the built-in texts.
 
-* ``{"text": "..."}`` rows feed text-classification and token-classification;
+A data file (``--data``) is JSONL or CSV, one column per input, named as the
+task names them (lower-case):
+
+* ``{"text": "..."}`` rows feed every task whose one required input is the text
+  (text-classification, token-classification ...); a ``text_pair`` column is
+  sent with it to the tasks that take one;
 * ``{"question": "...", "context": "..."}`` rows feed question-answering;
-* an optional ``task`` column restricts a row to one task (``text-classification``,
-  ``token-classification``, ``question-answering``, or ``classification``, ``ner``,
-  ``qa``).
+* an optional ``task`` column restricts a row to one task (its name or an
+  alias: ``classification``, ``ner``, ``qa`` ...).
 
 CSV files need a header row with the same column names.
 """
@@ -20,22 +26,11 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from tritonize import protocol
-
-TASK_ALIASES = {
-    "classification": protocol.TEXT_CLASSIFICATION,
-    "text-classification": protocol.TEXT_CLASSIFICATION,
-    "sentiment": protocol.TEXT_CLASSIFICATION,
-    "ner": protocol.TOKEN_CLASSIFICATION,
-    "token-classification": protocol.TOKEN_CLASSIFICATION,
-    "qa": protocol.QUESTION_ANSWERING,
-    "question-answering": protocol.QUESTION_ANSWERING,
-}
-TEXT_TASKS = (protocol.TEXT_CLASSIFICATION, protocol.TOKEN_CLASSIFICATION)
+from tritonize import tasks
 
 
 class DataError(ValueError):
@@ -44,19 +39,22 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One input: a text, or a question and its context."""
+    """One input of a task: its texts by input keyword (``text``; ``question`` and ``context`` ...)."""
 
-    text: Optional[str] = None
-    question: Optional[str] = None
-    context: Optional[str] = None
+    fields: Dict[str, str] = field(default_factory=dict)
     length: str = "file"  # short | medium | long for built-in samples
 
+    @property
+    def text(self) -> Optional[str]:
+        return self.fields.get("text")
+
     def to_dict(self) -> Dict[str, Optional[str]]:
-        return {"text": self.text, "question": self.question, "context": self.context, "length": self.length}
+        return {**self.fields, "length": self.length}
 
     @classmethod
     def from_dict(cls, data: Dict[str, Optional[str]]) -> "Sample":
-        return cls(data.get("text"), data.get("question"), data.get("context"), data.get("length") or "file")
+        fields = {k: str(v) for k, v in data.items() if k != "length" and v is not None}
+        return cls(fields, data.get("length") or "file")
 
 
 Samples = Dict[str, List[Sample]]  # task -> samples
@@ -155,45 +153,57 @@ _QA_LONG = [
 
 
 def builtin_samples() -> Samples:
-    """Realistic inputs of varied length for every task."""
-    texts = ([Sample(text=t, length="short") for t in _SHORT_TEXTS]
-             + [Sample(text=t, length="medium") for t in _MEDIUM_TEXTS]
-             + [Sample(text=t, length="long") for t in _LONG_TEXTS])
-    pairs = ([Sample(question=q, context=c, length="short") for q, c in _QA_SHORT]
-             + [Sample(question=q, context=c, length="medium") for q, c in _QA_MEDIUM]
-             + [Sample(question=q, context=c, length="long") for q, c in _QA_LONG])
-    return {
-        protocol.TEXT_CLASSIFICATION: list(texts),
-        protocol.TOKEN_CLASSIFICATION: list(texts),
-        protocol.QUESTION_ANSWERING: pairs,
-    }
+    """Realistic inputs of varied length for every installed task that has some."""
+    texts = ([Sample({"text": t}, "short") for t in _SHORT_TEXTS]
+             + [Sample({"text": t}, "medium") for t in _MEDIUM_TEXTS]
+             + [Sample({"text": t}, "long") for t in _LONG_TEXTS])
+    pairs = ([Sample({"question": q, "context": c}, "short") for q, c in _QA_SHORT]
+             + [Sample({"question": q, "context": c}, "medium") for q, c in _QA_MEDIUM]
+             + [Sample({"question": q, "context": c}, "long") for q, c in _QA_LONG])
+    found: Samples = {}
+    for name, definition in tasks.definitions().items():
+        if definition.samples:
+            found[name] = [Sample.from_dict(dict(sample)) for sample in definition.samples]
+        elif definition.required_keywords == ("text",):
+            found[name] = list(texts)
+        elif definition.required_keywords == ("question", "context"):
+            found[name] = list(pairs)
+    return found
 
 
 # -- data files ---------------------------------------------------------------------
 def _add(samples: Samples, row: Dict[str, object], where: str) -> None:
+    known = tasks.definitions()
     task_value = row.get("task")
-    task: Optional[str] = None
     if task_value not in (None, ""):
-        task = TASK_ALIASES.get(str(task_value).strip().lower())
-        if task is None:
-            raise DataError(f"{where}: unknown task {task_value!r}; use one of {', '.join(sorted(TASK_ALIASES))}")
-    text, question, context = row.get("text"), row.get("question"), row.get("context")
-    for name, value in (("text", text), ("question", question), ("context", context)):
-        if value is not None and not isinstance(value, str):
-            raise DataError(f"{where}: {name} must be a string, got {type(value).__name__}")
-    if question or context:
-        if not (question and context):
-            raise DataError(f"{where}: a question-answering row needs both 'question' and 'context'")
-        if task not in (None, protocol.QUESTION_ANSWERING):
-            raise DataError(f"{where}: a question/context row cannot be used for {task}")
-        samples[protocol.QUESTION_ANSWERING].append(Sample(question=str(question), context=str(context)))
-    elif text:
-        if task == protocol.QUESTION_ANSWERING:
-            raise DataError(f"{where}: question-answering rows need 'question' and 'context', not 'text'")
-        for target in ([task] if task else TEXT_TASKS):
-            samples[target].append(Sample(text=str(text)))
+        try:
+            chosen = [tasks.get(str(task_value).strip()).name]
+        except tasks.UnknownTask:
+            raise DataError(f"{where}: unknown task {task_value!r}; use one of "
+                            f"{', '.join(sorted(tasks.aliases()))}") from None
     else:
-        raise DataError(f"{where}: a row needs 'text', or 'question' and 'context'; got keys {sorted(row)}")
+        chosen = list(known)
+    inputs = {key: value for key, value in row.items() if key != "task"}
+    for name in {k for d in known.values() for k in d.keywords} & set(inputs):
+        if not isinstance(inputs[name], str):
+            raise DataError(f"{where}: {name} must be a string, got {type(inputs[name]).__name__}")
+    fed = False
+    for name in chosen:
+        definition = known[name]
+        if not all(inputs.get(k) for k in definition.required_keywords):
+            continue
+        fields = {k: str(inputs[k]) for k in definition.keywords if inputs.get(k)}
+        samples.setdefault(name, []).append(Sample(fields))
+        fed = True
+    if fed:
+        return
+    partial = [known[n] for n in chosen if any(inputs.get(k) for k in known[n].required_keywords)]
+    if partial:
+        definition = partial[0]
+        raise DataError(f"{where}: a {definition.name} row needs "
+                        f"{' and '.join(repr(k) for k in definition.required_keywords)}; got keys {sorted(row)}")
+    needs = "; ".join(f"{' and '.join(repr(k) for k in known[n].required_keywords)} ({n})" for n in chosen)
+    raise DataError(f"{where}: a row needs the inputs of a task: {needs}; got keys {sorted(row)}")
 
 
 def load_samples(path: Union[str, Path]) -> Samples:
@@ -201,14 +211,15 @@ def load_samples(path: Union[str, Path]) -> Samples:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    samples: Samples = {task: [] for task in protocol.TASKS}
+    samples: Samples = {}
+    keywords = {k for d in tasks.definitions().values() for k in d.keywords}
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".tsv"):
             with path.open(newline="", encoding="utf-8") as handle:
                 reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
                 columns = set(reader.fieldnames or [])
-                if not columns & {"text", "question", "context"}:
+                if not columns & keywords:
                     raise DataError(f"{path}: the header must name a 'text' column, or 'question' and 'context' "
                                     f"columns; got {sorted(columns)}")
                 for number, row in enumerate(reader, start=2):

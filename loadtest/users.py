@@ -5,7 +5,8 @@ for gevent, and switches gRPC to gevent (``grpc.experimental.gevent.init_gevent`
 before any channel exists, as Locust's own gRPC example does. Import it first,
 in a process of its own (``tritonize loadtest`` does).
 
-One user class per task; each Locust request is one SDK call, reported with
+One user class per installed task plugin (the registry, :mod:`tritonize.tasks`);
+each Locust request is one SDK call (``Client.predict``), reported with
 ``request_type="grpc"`` and ``name="TASK:MODEL"`` (e.g. ``text-classification:sentiment``).
 Which models, which inputs and which pacing are set by :func:`configure` from
 a :class:`Plan`, on the master and on every worker alike.
@@ -26,8 +27,9 @@ grpc_gevent.init_gevent()
 from locust import User, between, constant, constant_throughput, task  # noqa: E402
 from locust.user.task import LOCUST_STATE_STOPPING  # noqa: E402
 
-from tritonize import protocol  # noqa: E402
+from tritonize import tasks  # noqa: E402
 from tritonize.client import Client, RetryPolicy  # noqa: E402
+from tritonize.client.tasks import codec_for  # noqa: E402
 from tritonize.loadtest.plan import Plan  # noqa: E402
 from tritonize.loadtest.samples import Sample  # noqa: E402
 
@@ -105,37 +107,26 @@ class TritonizeUser(User):
         )
 
 
-class ClassificationUser(TritonizeUser):
-    abstract = False
-    task_name = protocol.TEXT_CLASSIFICATION
+class TaskUser(TritonizeUser):
+    """Calls its task's models through ``Client.predict``, the sample's inputs as its task plugin takes them."""
+
+    abstract = True
 
     def call(self, model: str, sample: Sample) -> Any:
-        assert self.client is not None and sample.text is not None
-        return self.client.classify(model, sample.text)
+        assert self.client is not None
+        info = self.client.model_info(model)  # learned in on_start: no request here
+        arguments = codec_for(self.task_name).sample_arguments(info, sample.fields)
+        return self.client.predict(model, **arguments)
 
 
-class NerUser(TritonizeUser):
-    abstract = False
-    task_name = protocol.TOKEN_CLASSIFICATION
-
-    def call(self, model: str, sample: Sample) -> Any:
-        assert self.client is not None and sample.text is not None
-        return self.client.extract_entities(model, sample.text)
+def _class_name(task_name: str) -> str:
+    return "".join(part.capitalize() for part in task_name.replace("_", "-").split("-")) + "User"
 
 
-class QaUser(TritonizeUser):
-    abstract = False
-    task_name = protocol.QUESTION_ANSWERING
-
-    def call(self, model: str, sample: Sample) -> Any:
-        assert self.client is not None and sample.question is not None and sample.context is not None
-        return self.client.answer(model, question=sample.question, context=sample.context)
-
-
+#: one user class per installed task plugin (``TextClassificationUser`` ...)
 USER_CLASSES: Dict[str, Type[TritonizeUser]] = {
-    protocol.TEXT_CLASSIFICATION: ClassificationUser,
-    protocol.TOKEN_CLASSIFICATION: NerUser,
-    protocol.QUESTION_ANSWERING: QaUser,
+    name: type(_class_name(name), (TaskUser,), {"abstract": False, "task_name": name, "__module__": __name__})
+    for name in tasks.names()
 }
 
 

@@ -254,7 +254,7 @@ def test_bad_sla_and_data_files_are_refused_clearly(served_classifiers, tmp_path
     assert {(l.name, l.metric) for l in load_sla(_write(tmp_path / "ok.yaml", GENEROUS_SLA)).limits} >= {
         ("Aggregated", "p95_ms"), ("text-classification:bert-single", "max_fail_ratio")}
 
-    with pytest.raises(DataError, match=r"pairs\.jsonl:2: a question-answering row needs both"):
+    with pytest.raises(DataError, match=r"pairs\.jsonl:2: a question-answering row needs 'question' and 'context'"):
         load_samples(_write(tmp_path / "pairs.jsonl", '{"text": "fine"}\n{"question": "only a question"}\n'))
     with pytest.raises(DataError, match="header must name a 'text' column"):
         load_samples(_write(tmp_path / "rows.csv", "sentence\nhello\n"))

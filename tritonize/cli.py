@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tritonize import protocol
+from tritonize import protocol, tasks
 
 DEFAULT_REPOSITORY = Path("model_repository")
 
@@ -29,6 +29,17 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _assignment(text: str) -> tuple:
+    """``KEY=VALUE``, the value read as JSON when it is JSON (3, true, ["a"]), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
 
 
 def _natural(text: str) -> int:
@@ -54,8 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a checkpoint into a Triton model repository")
     export.add_argument("checkpoint", help="checkpoint directory or Hugging Face hub id")
-    export.add_argument("--task", required=True, choices=list(protocol.TASKS),
-                        help="the transformers pipeline task")
+    installed = tasks.definitions()
+    export.add_argument("--task", required=True, choices=list(installed),
+                        help="the transformers pipeline task; installed task plugins: " + "; ".join(
+                            f"{name} ({d.summary})" if d.summary else name for name, d in installed.items()))
+    export.add_argument("--option", action="append", type=_assignment, default=[], metavar="KEY=VALUE",
+                        help="an option of the task plugin (repeatable; the value is JSON or a string), "
+                             "as the plugin's documentation names them")
     export.add_argument("--name", required=True, help="model name in the repository (the ensemble)")
     export.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                         help="model repository directory (default: model_repository)")
@@ -134,6 +150,15 @@ def _build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--max-answer-len", type=_positive, default=None, help="longest answer in tokens (default 15)")
     ner.add_argument("--stride", type=int, default=None,
                      help="overlap in tokens between the windows of a long text (default: min(128, max length/4))")
+    mask = export.add_argument_group("fill-mask")
+    mask.add_argument("--top-k", type=_positive, default=None,
+                      help="predictions per mask token, as the pipeline's (default 5); requests may override it")
+    embed = export.add_argument_group("feature-extraction (sentence embeddings)")
+    embed.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                       help="default: as the checkpoint's sentence-transformers 1_Pooling/config.json says, else mean")
+    embed.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                       help="L2-normalise the vectors (default: whether modules.json has a Normalize module); "
+                            "requests may override it")
 
     engines = commands.add_parser(
         "build-engines", help="build the TensorRT engine of every tensorrt_plan model, on this GPU")
@@ -172,7 +197,13 @@ def _build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="query a served model and print JSON")
     predict.add_argument("model", help="the model (ensemble) name")
     predict.add_argument("texts", nargs="+",
-                         help="texts to send; for question-answering: QUESTION CONTEXT [QUESTION CONTEXT ...]")
+                         help="texts to send, grouped by the task's inputs: for question-answering "
+                              "QUESTION CONTEXT [QUESTION CONTEXT ...]; see --inputs")
+    predict.add_argument("--inputs", default=None, metavar="NAME,NAME",
+                         help="which inputs the texts fill, in groups, e.g. text,text_pair for sentence pairs "
+                              "(default: the task's required inputs)")
+    predict.add_argument("--param", action="append", type=_assignment, default=[], metavar="KEY=VALUE",
+                         help="a parameter of the task's call (repeatable; JSON or a string), e.g. top_k=3")
     predict.add_argument("--url", default="localhost:8001",
                          help="Triton gRPC address, or several comma-separated (h1:8001,h2:8001), or dns:///NAME:PORT for every address a name resolves to (default localhost:8001)")
     predict.add_argument("--top-k", type=_positive, default=None, help="classification: best k labels")
@@ -391,13 +422,15 @@ def _export(args: argparse.Namespace) -> int:
         precision=args.precision,
         trt_accelerator=args.trt_accelerator,
         task_options={
-            key: value
+            **dict(args.option),
+            **{key: value
             for key, value in (
                 ("aggregation_strategy", args.aggregation_strategy), ("stride", args.stride),
                 ("max_seq_len", args.max_seq_len), ("doc_stride", args.doc_stride),
                 ("max_question_len", args.max_question_len), ("max_answer_len", args.max_answer_len),
+                ("top_k", args.top_k), ("pooling", args.pooling), ("normalize", args.normalize),
             )
-            if value is not None
+            if value is not None},
         },
     )
     try:
@@ -468,6 +501,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from tritonize.client import Client, TritonizeError
+    from tritonize.client.tasks import codec_for
 
     try:
         client = Client(args.url)
@@ -475,33 +509,31 @@ def _predict(args: argparse.Namespace) -> int:
         return _fail(f"--url {args.url!r}: {exc}")
     try:
         with client:
-            task = client.model_info(args.model).task
-            if task == protocol.TEXT_CLASSIFICATION:
-                results = client.classify(args.model, list(args.texts), top_k=args.top_k, timeout=args.timeout)
-            elif task == protocol.TOKEN_CLASSIFICATION:
-                results = client.extract_entities(
-                    args.model, list(args.texts), aggregation_strategy=args.aggregation_strategy,
-                    timeout=args.timeout,
-                )
-            elif task == protocol.QUESTION_ANSWERING:
-                if len(args.texts) % 2:
-                    return _fail("question-answering takes pairs: QUESTION CONTEXT [QUESTION CONTEXT ...]")
-                answers = client.answer(
-                    args.model, question=list(args.texts[0::2]), context=list(args.texts[1::2]),
-                    top_k=args.top_k or 1, timeout=args.timeout,
-                )
-                printed = [
-                    [a.to_dict() for a in r] if isinstance(r, list) else (r.to_dict() if r else None)
-                    for r in answers
-                ]
-                print(json.dumps(printed if len(printed) > 1 else printed[0], indent=2, ensure_ascii=False))
-                return 0
-            else:
-                return _fail(f"model {args.model!r} serves {task!r}, which this version cannot predict")
+            info = client.model_info(args.model, timeout=args.timeout)
+            if not info.task:
+                return _fail(f"model {args.model!r} is not a tritonize model (no {protocol.PARAM_TASK} parameter)")
+            try:
+                definition = tasks.get(info.task)
+            except tasks.UnknownTask as exc:
+                return _fail(f"model {args.model!r} serves {info.task!r}: {exc}")
+            keywords = [k.strip() for k in args.inputs.split(",")] if args.inputs else list(definition.required_keywords)
+            unknown = [k for k in keywords if k not in definition.keywords]
+            if unknown or not keywords:
+                return _fail(f"--inputs {args.inputs!r}: {info.task} takes {', '.join(definition.keywords)}")
+            if len(args.texts) % len(keywords):
+                return _fail(f"{info.task} takes the texts in groups of {len(keywords)}: "
+                             + " ".join(k.upper() for k in keywords) + " [...]")
+            arguments = {key: list(args.texts[i::len(keywords)]) for i, key in enumerate(keywords)}
+            parameters = dict(args.param)
+            if args.top_k is not None:
+                parameters.setdefault("top_k", args.top_k)
+            if args.aggregation_strategy is not None:
+                parameters.setdefault("aggregation_strategy", args.aggregation_strategy)
+            results = client.predict(args.model, timeout=args.timeout, **arguments, **parameters)
+            printed = [codec_for(info.task).to_json(result) for result in results]
     except TritonizeError as exc:
         return _fail(str(exc), code=1)
-    output = [[r.to_dict() for r in per_text] for per_text in results]
-    print(json.dumps(output if len(output) > 1 else output[0], indent=2, ensure_ascii=False))
+    print(json.dumps(printed if len(printed) > 1 else printed[0], indent=2, ensure_ascii=False))
     return 0
 
 

@@ -14,10 +14,11 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 TEXT_CLASSIFICATION = "text-classification"
 TOKEN_CLASSIFICATION = "token-classification"
 QUESTION_ANSWERING = "question-answering"
-TASKS: Tuple[str, ...] = (TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, QUESTION_ANSWERING)
 
 # Ensemble tensors. Strings travel as TYPE_STRING (BYTES on the wire).
 TEXT = "TEXT"
+# text-classification: an optional second text; a request that has it is classified as a sentence pair.
+TEXT_PAIR = "TEXT_PAIR"
 # text-classification outputs: every label, sorted by score, best first.
 LABELS = "LABELS"
 SCORES = "SCORES"
@@ -179,3 +180,51 @@ class Answer:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+
+# -- fill-mask ---------------------------------------------------------------------
+FILL_MASK = "fill-mask"
+# outputs for a request of b texts: [b, m, k] (m the most masks of any text, k fillers per mask), best
+# first: SCORE (fp32), TOKEN (the filler's id), TOKEN_STR (it, decoded), SEQUENCE (the text with it in
+# place of the mask); COUNT [b, 1] says how many masks each text has (the rest of a row is padding).
+TOKEN = "TOKEN"
+TOKEN_STR = "TOKEN_STR"
+SEQUENCE = "SEQUENCE"
+PARAM_MASK_TOKEN = "tritonize.mask_token"  # the tokenizer's mask token, e.g. [MASK] or <mask>
+PARAM_MASK_TOKEN_ID = "tritonize.mask_token_id"
+PARAM_TOP_K = "tritonize.top_k"  # fillers per mask when a request does not say (the pipeline's 5)
+
+
+@dataclass(frozen=True)
+class MaskFill:
+    """One filler of a mask token, as ``pipeline("fill-mask")`` returns it."""
+
+    score: float
+    token: int
+    token_str: str
+    sequence: str
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"score": self.score, "token": self.token, "token_str": self.token_str, "sequence": self.sequence}
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def keys(self) -> Tuple[str, ...]:
+        return ("score", "token", "token_str", "sequence")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+# -- feature-extraction (sentence embeddings) ----------------------------------------
+FEATURE_EXTRACTION = "feature-extraction"
+# the encoder's token vectors [texts, tokens, hidden], between the encoder and the postprocess
+LAST_HIDDEN_STATE = "LAST_HIDDEN_STATE"
+# output for a request of b texts: EMBEDDING [b, dim] (fp32), one pooled (and maybe L2-normalized) vector per text
+EMBEDDING = "EMBEDDING"
+POOLING_MODES = ("cls", "mean")
+PARAM_POOLING = "tritonize.pooling"  # cls | mean
+PARAM_NORMALIZE = "tritonize.normalize"  # true | false: the export's default; a request may override it
+PARAM_POOLING_SOURCE = "tritonize.pooling_source"  # where pooling and normalize came from
+PARAM_EMBEDDING_DIM = "tritonize.embedding_dim"

@@ -17,8 +17,12 @@ CODE = Path(__file__).resolve().parent
 SHARED = "tritonize_step.py"
 
 
-def install_step(source: str, version_dir: Path, as_name: str = "model.py") -> None:
-    """Copy step ``source`` as ``version_dir/model.py`` (or ``as_name``), with the shared module beside it."""
+def install_step(source: str, version_dir: Path, as_name: str = "model.py", code: Path = CODE) -> None:
+    """Copy step ``source`` (a file of ``code``, by default this folder) as ``version_dir/model.py``
+    (or ``as_name``), with the shared module beside it."""
     version_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(CODE / source, version_dir / as_name)
+    path = Path(code) / source
+    if not path.is_file():
+        path = CODE / source  # a plugin may reuse the built-in steps (the tokenizer, say)
+    shutil.copy2(path, version_dir / as_name)
     shutil.copy2(CODE / SHARED, version_dir / SHARED)

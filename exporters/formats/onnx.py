@@ -57,6 +57,7 @@ def _common_parameters(spec: ExportSpec) -> dict:
         protocol.PARAM_DEVICE: str(spec.device),
         protocol.PARAM_PRECISION: spec.precision,
         **spec.graph,
+        **spec.encoder_parameters,
     }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence
 
 from tritonize import protocol
+from tritonize.exporters.backend import CODE
 from tritonize.exporters.checkpoint import Checkpoint, ExportError
 from tritonize.exporters.configs import CPU, Device, DynamicBatcher, Tensor
 
@@ -56,6 +57,8 @@ class ExportSpec:
     device: Device = CPU  # where the encoder runs (the fused pipeline, or the encoder model)
     precision: str = "fp32"  # fp32 | fp16 (GPUs only)
     trt_accelerator: bool = False  # native onnxruntime: TensorRT execution accelerator on the GPU
+    #: the task's own parameters of the encoder step (TaskPlugin.encoder_parameters)
+    encoder_parameters: Dict[str, str] = field(default_factory=dict)
     #: the served graph and its gate record (protocol.PARAM_GRAPH ...), set once the encoder is built
     graph: Dict[str, str] = field(default_factory=lambda: {protocol.PARAM_GRAPH: "fp32"})
 
@@ -63,18 +66,29 @@ class ExportSpec:
 class TaskPlugin(ABC):
     #: the transformers pipeline task name
     name: ClassVar[str]
+    #: the transformers pipeline task (and optimum ONNX export task) of the encoder: the plugin's own name
+    #: when it is one; a plugin with a new name (say "text-tagging") names the one whose graph it serves
+    pipeline_task: ClassVar[str] = ""
     #: the transformers Auto class whose head the checkpoint must have
     auto_model_class: ClassVar[str]
     #: architecture suffix of a checkpoint with that head, e.g. "ForSequenceClassification"
     head_suffix: ClassVar[str]
     #: ensemble tensor name -> ONNX output name of the encoder
     encoder_outputs: ClassVar[Mapping[str, str]]
-    #: file in tritonize/exporters/backend that becomes the postprocess model.py
+    #: file of ``code_dir`` that becomes the postprocess model.py
     postprocess_source: ClassVar[str]
-    #: the tokenizer step's model.py
+    #: the tokenizer step's model.py (a file of ``code_dir``, else tritonize's own tokenizer step)
     tokenizer_source: ClassVar[str] = "tokenizer.py"
+    #: where the plugin's step sources live: an outside plugin sets its own folder
+    #: (``Path(__file__).parent``); tritonize_step.py is copied beside every step from tritonize
+    code_dir: ClassVar[Path] = CODE
     #: whether the tokenizer splits long texts into windows ([texts, windows, tokens])
     windowed: ClassVar[bool] = False
+
+    @property
+    def reference_task(self) -> str:
+        """``pipeline_task``, else the plugin's name."""
+        return self.pipeline_task or self.name
 
     # -- checks --------------------------------------------------------------
     def check_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -133,6 +147,15 @@ class TaskPlugin(ABC):
     def write_postprocess_files(self, spec: ExportSpec, version_dir: Path) -> None:
         """Files the postprocess model needs besides its model.py (none by default)."""
 
+    def summary(self, spec: ExportSpec) -> Dict[str, Any]:
+        """What the export summary says of the task's own choices (JSON-ready), beyond the common keys."""
+        return {}
+
+    def encoder_parameters(self, spec: ExportSpec) -> Dict[str, str]:
+        """The task's parameters of the encoder step, e.g. ``tritonize.keep_token_id``: per-token outputs
+        keep only the positions of that token (fill-mask: the masks), not [tokens, vocab] of every token."""
+        return {}
+
     def ensemble_parameters(self, spec: ExportSpec) -> Dict[str, Any]:
         """What the SDK needs to know, beyond the task (which every config carries)."""
         return {}
@@ -140,6 +163,10 @@ class TaskPlugin(ABC):
     @abstractmethod
     def validation_texts(self) -> List[str]:
         """Texts on which the ONNX encoder is checked against PyTorch."""
+
+    def validation_inputs(self, checkpoint: Checkpoint) -> List[str]:
+        """``validation_texts`` for this checkpoint (fill-mask puts the tokenizer's mask token in)."""
+        return self.validation_texts()
 
     # -- the accuracy gate (exporters/accuracy.py) ---------------------------
     #: optimum's ORTModel class that runs this task's head in a transformers pipeline
