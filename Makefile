@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tritonize-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-unit clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -ra
+
+# The fast tier: the steps' pure logic, no server (seconds). `make test` runs it too.
+test-unit: install
+	$(PY) -m pytest -q -ra tests/unit --confcutdir=tests/unit
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache model_repository/*/

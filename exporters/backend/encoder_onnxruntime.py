@@ -31,9 +31,8 @@ from collections import deque
 
 import numpy as np
 import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
 
-from tritonize_step import RequestError, error_for, int_param, internal, param
+from tritonize_step import error_for, int_param, internal, param, pb_utils, RequestError
 
 # CPU: small runs are faster per token here and pad less (benchmarks/serving.py, encoder_memory.py); the
 # budget is never below the model's max length, so on a CPU it is usually one full-length row per run
@@ -51,6 +50,7 @@ class Job:
         self.rows = rows  # indices (into rows_total) of the rows to compute
         self.lengths = lengths  # true length of each of those rows
         self.outputs = outputs  # name -> zeros [rows_total(, width), ...]
+        self.keep = None  # per row: the token positions its per-token outputs keep (tritonize.keep_token_id)
         # rows not yet run, shortest first (so that a run's width grows slowly), and their tokens
         self.todo = deque(sorted(range(len(rows)), key=lambda k: int(lengths[k])))
         self.tokens_left = int(lengths.sum())
@@ -141,6 +141,10 @@ class TritonPythonModel:
         self.type_vocab_size = int_param(config, "tritonize.type_vocab_size", 0)
         self.max_positions = int_param(config, "tritonize.max_positions", 0)
         self.max_rows = int_param(config, "tritonize.max_rows", 0)
+        # per-token outputs keep only the positions of this token (fill-mask: [rows, masks, vocab], not
+        # [rows, tokens, vocab]: a 512-token text of a 30k vocabulary would hold 62 MB of logits)
+        keep = param(config, "tritonize.keep_token_id", "")
+        self.keep_token_id = int(keep) if keep not in ("", "None") else None
         self.native = param(config, "tritonize.encoder_model", "")  # BLS: a native encoder model runs it
         if self.native:  # its budget is that model's device's
             kind = "GPU" if param(config, "tritonize.device", "cpu").startswith("cuda") else "CPU"
@@ -296,12 +300,19 @@ class TritonPythonModel:
         # true length: up to the last attended token (right padding)
         lengths = (width - np.argmax(mask[rows, ::-1] != 0, axis=1)).astype(np.int64)
         total = mask.shape[0]
+        keep = None
+        if self.keep_token_id is not None:  # the positions each row keeps, and the widest row's count
+            keep = [np.flatnonzero(ids[:n] == self.keep_token_id) if n else np.zeros(0, dtype=np.int64)
+                    for ids, n in zip(flat["INPUT_IDS"], (mask != 0).sum(axis=1))]
+            width = max([len(k) for k in keep] + [1])
         outputs = {}
         for onnx_name in self.output_map.values():
             per_token, tail = self.layout[onnx_name]
             tail = self.tails.get(onnx_name, tail)
             outputs[onnx_name] = np.zeros((total,) + ((width,) if per_token else ()) + tail, dtype=np.float32)
-        return Job(request, flat, shape, rows, lengths, outputs)
+        job = Job(request, flat, shape, rows, lengths, outputs)
+        job.keep = keep
+        return job
 
     @staticmethod
     def _check_range(ids, name, limit, what):
@@ -401,7 +412,10 @@ class TritonPythonModel:
                 out = job.outputs[onnx_name]
                 if out.shape[1 + int(per_token):] != result.shape[2 if per_token else 1 :]:
                     out = self._grow(job, onnx_name, result)
-                if per_token:
+                if per_token and job.keep is not None:
+                    kept = job.keep[row]
+                    out[row, : len(kept)] = result[i, kept]
+                elif per_token:
                     out[row, :n] = result[i, :n]
                 else:
                     out[row] = result[i]

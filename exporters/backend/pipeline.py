@@ -26,12 +26,11 @@ import os
 import queue
 import threading
 
-import triton_python_backend_utils as pb_utils
 
 from encoder_step import TritonPythonModel as EncoderStep
 from postprocess_step import TritonPythonModel as PostprocessStep
 from tokenizer_step import TritonPythonModel as TokenizerStep
-from tritonize_step import error_response
+from tritonize_step import error_response, pb_utils
 
 
 class LocalTensor:

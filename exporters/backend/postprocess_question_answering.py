@@ -21,9 +21,8 @@ request through request parameters. Outputs for a request of ``b`` pairs are
 import json
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 
-from tritonize_step import RequestError, param, request_parameters, respond_each, strings
+from tritonize_step import param, pb_utils, request_parameters, RequestError, respond_each, strings
 
 
 def decode_spans(start, end, topk, max_answer_len, undesired_tokens):

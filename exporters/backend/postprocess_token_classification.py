@@ -26,10 +26,9 @@ import json
 import os
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, param, request_parameters, respond_each, strings
+from tritonize_step import param, pb_utils, request_parameters, RequestError, respond_each, strings
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 

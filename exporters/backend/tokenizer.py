@@ -9,7 +9,13 @@ request's length: the encoder step schedules rows by their true length.
 Two layouts, chosen by the ``tritonize.windows`` parameter:
 
 * plain (text-classification): one sequence per text, truncated at the max
-  length; outputs are ``[texts, tokens]``;
+  length; outputs are ``[texts, tokens]``. A request that also carries the
+  optional ``TEXT_PAIR`` (one second text per text) is encoded as sentence
+  pairs, as ``tokenizer(text=..., text_pair=..., truncation=True,
+  max_length=...)`` does in ``pipeline("text-classification")``: segment ids
+  set, the longer of the two cut first (``longest_first``); an empty pair
+  is no pair, as there. Pairs and single texts of one batch go through the
+  same ``encode_batch`` call, each request as it came;
 * windows (token-classification): a text longer than the max length is split
   into overlapping windows of ``tritonize.stride`` tokens overlap, exactly as
   ``tokenizer(..., return_overflowing_tokens=True, stride=...)`` splits it;
@@ -22,37 +28,34 @@ Limits, refused with INVALID_ARG before any model work, the request alone:
 windows per text (0: no limit).
 """
 
-import json
-import os
-
 import numpy as np
-import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, check_windows, encode_per_request, int_param, param, strings
+from tritonize_step import RequestError, Step, check_windows, encode_per_request, pb_utils, strings
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.name = args["model_name"]
-        self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
-        self.max_length = int_param(config, "tritonize.max_length")
-        self.pad_id = int_param(config, "tritonize.pad_token_id", 0)
-        self.windows = param(config, "tritonize.windows", "0") == "1"
-        self.stride = int_param(config, "tritonize.stride", 0)
-        self.max_chars = int_param(config, "tritonize.max_text_chars", 0)
-        self.max_windows = int_param(config, "tritonize.max_windows", 0)
-        multiple = int_param(config, "tritonize.pad_to_multiple_of", 0)
-        self.pad_to_multiple_of = multiple if multiple > 0 else None
+class TritonPythonModel(Step):
+    config_parameters = {
+        "max_length": ("tritonize.max_length", int, 0),
+        "pad_id": ("tritonize.pad_token_id", int, 0),
+        "windows": ("tritonize.windows", bool, False),
+        "stride": ("tritonize.stride", int, 0),
+        "max_chars": ("tritonize.max_text_chars", int, 0),
+        "max_windows": ("tritonize.max_windows", int, 0),
+        "pad_to_multiple_of": ("tritonize.pad_to_multiple_of", int, 0),
+    }
+
+    def setup(self):
+        self.tokenizer = Tokenizer.from_file(self.file("tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.max_length, stride=self.stride)
-        self.output_names = [output["name"] for output in config["output"]]
-        self.text_input = config["input"][0]["name"]
+        self.output_names = [output["name"] for output in self.config["output"]]
+        self.text_input = self.config["input"][0]["name"]
+        # only a step whose config declares the optional TEXT_PAIR reads one (text-classification)
+        self.pair_input = next((i["name"] for i in self.config["input"] if i["name"] == "TEXT_PAIR"), None)
 
     def _length(self, longest):
-        if not self.pad_to_multiple_of:
+        if self.pad_to_multiple_of <= 0:
             return longest
         # fixed length buckets, so that a native backend can batch requests
         rounded = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
@@ -65,10 +68,25 @@ class TritonPythonModel:
         """``respond(windows)`` of each request (an error response for a request that fails)."""
         return encode_per_request(
             self.name, requests,
-            read=lambda request: strings(request, self.text_input, self.max_chars),
+            read=self._read,
             encode=self._encode,
             respond=respond,
         )
+
+    def _read(self, request):
+        """The request's texts; with a TEXT_PAIR, (text, pair) tuples, which ``encode_batch`` encodes as pairs."""
+        texts = strings(request, self.text_input, self.max_chars)
+        if self.pair_input is None or pb_utils.get_input_tensor_by_name(request, self.pair_input) is None:
+            return texts
+        pairs = strings(request, self.pair_input, self.max_chars)
+        if len(pairs) != len(texts):
+            raise RequestError(
+                f"input '{self.pair_input}' holds {len(pairs)} texts and '{self.text_input}' {len(texts)}; "
+                f"send one '{self.pair_input}' per '{self.text_input}' (or none, for single texts)"
+            )
+        # an empty pair is the text alone, as in the pipeline: its tokenizer call (one text, not a batch)
+        # encodes text_pair="" as no pair at all
+        return [(text, pair) if pair else text for text, pair in zip(texts, pairs)]
 
     def _encode(self, texts):
         # one list of windows per text (a single window when nothing overflows)

@@ -24,10 +24,9 @@ import json
 import os
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from tritonize_step import RequestError, check_windows, encode_per_request, int_param, param, strings
+from tritonize_step import check_windows, encode_per_request, int_param, param, pb_utils, RequestError, strings
 
 
 class TritonPythonModel:
