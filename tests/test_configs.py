@@ -41,8 +41,9 @@ def test_ensemble_contract(exported):
     _, _, configs = exported
     ensemble = configs["clf"]
     assert ensemble.platform == "ensemble"
-    (text,) = ensemble.input
-    assert (text.name, text.data_type, list(text.dims)) == ("TEXT", mc.TYPE_STRING, [1])
+    (text, pair) = ensemble.input
+    assert (text.name, text.data_type, list(text.dims), text.optional) == ("TEXT", mc.TYPE_STRING, [1], False)
+    assert (pair.name, pair.data_type, list(pair.dims), pair.optional) == ("TEXT_PAIR", mc.TYPE_STRING, [1], True)
     outputs = {o.name: (o.data_type, list(o.dims)) for o in ensemble.output}
     assert outputs == {"LABELS": (mc.TYPE_STRING, [-1]), "SCORES": (mc.TYPE_FP32, [-1])}
     params = {k: v.string_value for k, v in ensemble.parameters.items()}
@@ -119,7 +120,8 @@ def test_the_fused_layout_is_the_default_and_one_stub(fused):
     assert result.models == ["clf", "clf_pipeline"] and sorted(configs) == ["clf", "clf_pipeline"]
     ensemble, pipeline = configs["clf"], configs["clf_pipeline"]
     assert [s.model_name for s in ensemble.ensemble_scheduling.step] == ["clf_pipeline"]
-    assert [(i.name, list(i.dims)) for i in pipeline.input] == [("TEXT", [1])]
+    assert [(i.name, list(i.dims), i.optional) for i in pipeline.input] == [("TEXT", [1], False),
+                                                                          ("TEXT_PAIR", [1], True)]
     assert {o.name for o in pipeline.output} == {o.name for o in ensemble.output} == {"LABELS", "SCORES"}
     assert pipeline.backend == "python" and pipeline.HasField("dynamic_batching")
     assert pipeline.instance_group[0].count == 2

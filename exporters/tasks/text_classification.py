@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from tritonize import protocol
+from tritonize.exporters.checkpoint import ExportError
 from tritonize.exporters.configs import Tensor
 from tritonize.exporters.tasks.base import ExportSpec, TaskPlugin
 
@@ -31,7 +32,13 @@ class TextClassificationTask(TaskPlugin):
     ort_model_class = "ORTModelForSequenceClassification"
 
     def ensemble_inputs(self, spec: ExportSpec) -> List[Tensor]:
-        return [Tensor(protocol.TEXT, "string", (1,))]
+        return self.tokenizer_inputs(spec)
+
+    def tokenizer_inputs(self, spec: ExportSpec) -> List[Tensor]:
+        # TEXT_PAIR is optional: a request without it is a single text, one with it a sentence pair (NLI,
+        # paraphrase, reranking), tokenized as ``tokenizer(text=..., text_pair=...)``. The ensemble passes
+        # it to the step that tokenizes; Triton's dynamic batcher never merges requests with and without it.
+        return [Tensor(protocol.TEXT, "string", (1,)), Tensor(protocol.TEXT_PAIR, "string", (1,), optional=True)]
 
     def ensemble_outputs(self, spec: ExportSpec) -> List[Tensor]:
         return [Tensor(protocol.LABELS, "string", (-1,)), Tensor(protocol.SCORES, "fp32", (-1,))]
@@ -50,6 +57,15 @@ class TextClassificationTask(TaskPlugin):
 
     def pipeline_kwargs(self, spec: ExportSpec) -> Dict[str, Any]:
         return {"truncation": True, "max_length": spec.max_length}
+
+    def eval_item(self, item: Any, where: str) -> Any:
+        """A text, or a sentence pair: a JSON object with ``text`` and ``text_pair`` strings."""
+        if isinstance(item, dict) and "text_pair" in item:
+            text, pair = item.get("text"), item["text_pair"]
+            if not (isinstance(text, str) and text.strip() and isinstance(pair, str)):
+                raise ExportError(f"{where}: expected \"text\" and \"text_pair\" strings (a sentence pair)")
+            return {"text": text, "text_pair": pair}
+        return super().eval_item(item, where)
 
     def agreement_key(self, result: Any) -> Any:
         return result["label"]  # the top label
