@@ -92,6 +92,9 @@ class TokenClassificationTask(TaskPlugin):
             protocol.PARAM_STRIDE: str(spec.options["stride"]),
         }
 
+    def summary(self, spec: ExportSpec) -> Dict[str, Any]:
+        return {"aggregation_strategy": spec.options["aggregation_strategy"], "stride": spec.options["stride"]}
+
     def pipeline_kwargs(self, spec: ExportSpec) -> Dict[str, Any]:
         return {"aggregation_strategy": spec.options["aggregation_strategy"], "stride": spec.options["stride"]}
 
