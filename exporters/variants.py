@@ -15,10 +15,12 @@ the graph in fp32 than the one before.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import re
 import shutil
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +227,9 @@ def build(variant: Variant, fp32_model: Path, checkpoint: Checkpoint, work_dir: 
         checkpoint.config.save_pretrained(str(source))
     current = source / "model.onnx"
     stage = re.sub(r"[^A-Za-z0-9]+", "-", variant.name + ("-" + recipe.name if recipe else ""))
-    with warnings.catch_warnings():
+    # ONNX Runtime's fusion tools print() notes (e.g. "failed in shape inference" on DeBERTa's graph):
+    # stdout is the CLI's JSON summary, so they go to stderr with the progress lines.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         if variant.quantize:
             recipe = recipe or INT8_RECIPES[0]

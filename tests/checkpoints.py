@@ -21,11 +21,32 @@ albert       as xlm-roberta, lowercase,       [CLS] A [SEP] / + B [SEP]    as xl
 deberta-v2   Unigram, ▁ replaces spaces       [CLS] A [SEP] / + B [SEP]    " world" (space included,
              (as transformers converts                                     as deberta-v3 converted
              deberta-v3's spm.model)                                       by transformers)
+deberta      byte-level BPE (GPT-2's, as      [CLS] A [SEP] / + B [SEP]    " world" (not trimmed:
+             deberta-base), no prefix space                                TemplateProcessing)
+modernbert   byte-level BPE (OLMo-style, as   [CLS] A [SEP] / + B [SEP]    " world" (not trimmed)
+             ModernBERT-base), no prefix
+             space, no token_type_ids
 ===========  ===============================  ===========================  =========================
+
+Every tokenizer has a mask token; it eats the space before it (``lstrip``)
+where the released one does: roberta, xlm-roberta, albert, deberta and
+modernbert. ModernBERT's tokenizer is the generic ``PreTrainedTokenizerFast``
+with ``model_input_names`` ``["input_ids", "attention_mask"]`` and 8,192
+tokens, and its model has rotary positions up to 8,192, a global-attention
+layer then a sliding-window one (a window of ``MODERNBERT_LOCAL_ATTENTION``
+tokens), and mean pooling.
+
+Tasks (``TASKS``) are the pipeline names, each with its model class:
+text-classification, token-classification and question-answering heads,
+``fill-mask`` (``*ForMaskedLM``, its decoder tied to the word embeddings as
+released) and ``feature-extraction`` (the bare encoder: ``AutoModel``, e.g.
+``BertModel``), for every architecture.
 
 The directory written by :func:`make_tiny_checkpoint` is self-contained:
 ``AutoTokenizer.from_pretrained(dir)``, ``AutoModelFor<Task>.from_pretrained(dir)``
 and ``transformers.pipeline(task, model=dir)`` work from it alone.
+:func:`tiny_checkpoint` builds one into a shared cache (``CACHE_ROOT``,
+``.cache/test-checkpoints``), in a directory named after its arguments.
 
 Random tiny models give near-uniform outputs that barely depend on the input,
 which would leave label order to be decided by 1e-6 differences. So the
@@ -33,8 +54,11 @@ encoder is initialised with ``initializer_range=0.2`` (attention is not
 uniform, the output depends on the text), and the task head is calibrated on a
 few sentences: its mean output is subtracted and its last layer scaled so that
 the logits of one input are about ``LOGIT_SPREAD`` apart (see
-``_calibrate_head``). Everything is seeded, so a given set of arguments always
-gives the same weights.
+``_calibrate_head``). A masked-LM head is calibrated the same way at masked
+positions, through its last LayerNorm and vocabulary bias (its decoder is the
+tied word embeddings), to ``MASK_LOGIT_SPREAD``: its top-5 predictions are
+apart and change with the context (see ``_calibrate_mlm_head``). Everything is
+seeded, so a given set of arguments always gives the same weights.
 """
 
 from __future__ import annotations
@@ -47,11 +71,19 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ARCHITECTURES = ("bert", "distilbert", "roberta", "deberta-v2", "electra", "xlm-roberta", "albert")
-TASKS = ("text-classification", "token-classification", "question-answering")
+ARCHITECTURES = (
+    "bert", "distilbert", "roberta", "deberta-v2", "electra", "xlm-roberta", "albert", "deberta", "modernbert",
+)  # fmt: skip
+# The pipeline tasks, each with the transformers Auto class of its model:
+# text-classification *ForSequenceClassification, token-classification
+# *ForTokenClassification, question-answering *ForQuestionAnswering, fill-mask
+# *ForMaskedLM, feature-extraction the bare encoder (AutoModel, e.g. BertModel).
+TASKS = ("text-classification", "token-classification", "question-answering", "fill-mask", "feature-extraction")
 PROBLEM_TYPES = (None, "single_label_classification", "multi_label_classification", "regression")
 
 STAMP_NAME = "tiny_checkpoint.json"
+# Where tiny_checkpoint() keeps checkpoints between runs (git-ignored, as the fixtures' cache).
+CACHE_ROOT = Path(__file__).resolve().parent.parent / ".cache" / "test-checkpoints"
 # Bump when the output of make_tiny_checkpoint changes for the same arguments,
 # so that cached directories are rebuilt.
 FORMAT_VERSION = 1
@@ -68,6 +100,16 @@ INITIALIZER_RANGE = 0.2
 # rescaled: a few units apart, so label order never hangs on rounding, and not
 # so far apart that softmax saturates to 1e-9 scores.
 LOGIT_SPREAD = 1.5
+# The same for a masked-LM head, over its whole vocabulary at a [MASK]: wide
+# enough that the top-5 predictions are far apart (about 1 unit between
+# neighbours), so their order never hangs on float noise.
+MASK_LOGIT_SPREAD = 3.0
+# ModernBERT: as the released checkpoints, rotary positions up to 8,192 tokens;
+# a global-attention layer then a sliding-window one (every second layer is
+# global), with a window of 16 tokens (8 either side), so that any text longer
+# than that exercises the local attention.
+MODERNBERT_MAX_LENGTH = 8192
+MODERNBERT_LOCAL_ATTENTION = 16
 
 _REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
@@ -100,9 +142,14 @@ def make_tiny_checkpoint(
 ) -> Path:
     """Build (or reuse) a tiny random checkpoint for ``arch`` and ``task`` in ``out_dir``.
 
+    ``task`` is one of ``TASKS``: text-classification, token-classification,
+    question-answering, fill-mask (a masked-LM head) or feature-extraction (the
+    bare encoder).
+
     ``num_labels`` defaults by task: 3 for text classification, 7 for token
     classification (``O`` plus B-/I- for PER, ORG, LOC), 1 for regression; it
-    is not used for question answering. For token classification it must be
+    is not used for question answering, fill-mask and feature-extraction
+    (stamped as 0 for the last two). For token classification it must be
     odd (``O`` plus a B-/I- pair per entity type). With
     ``problem_type="regression"`` the model always has one output.
 
@@ -132,6 +179,30 @@ def make_tiny_checkpoint(
     return out_dir
 
 
+def tiny_checkpoint(
+    arch: str,
+    task: str = "text-classification",
+    *,
+    problem_type: str | None = None,
+    num_labels: int | None = None,
+    seed: int = 0,
+    root: str | Path | None = None,
+) -> Path:
+    """:func:`make_tiny_checkpoint` into a shared cache: ``root`` (default ``CACHE_ROOT``) / a name of its arguments.
+
+    The name is ``<task>-<arch>`` for the default arguments (e.g.
+    ``fill-mask-modernbert``, ``feature-extraction-bert``), followed by
+    ``-problem_type=...``, ``-num_labels=...`` and ``-seed=...`` when given, so
+    different arguments never share a directory and a second call (in this
+    process or a later one) reuses the checkpoint.
+    """
+    options = (("problem_type", problem_type), ("num_labels", num_labels), ("seed", seed or None))
+    name = "-".join([task, arch, *(f"{key}={value}" for key, value in options if value is not None)])
+    return make_tiny_checkpoint(
+        arch, Path(root or CACHE_ROOT) / name, task, problem_type=problem_type, num_labels=num_labels, seed=seed
+    )
+
+
 # --------------------------------------------------------------------------- #
 # Arguments, stamp and cache
 # --------------------------------------------------------------------------- #
@@ -151,6 +222,8 @@ def _resolve_spec(arch: str, task: str, problem_type: str | None, num_labels: in
         )
     if task == "question-answering":
         num_labels = 2  # start and end logits
+    elif task in ("fill-mask", "feature-extraction"):
+        num_labels = 0  # no labels: a masked-LM head over the vocabulary, or no head at all
     elif problem_type == "regression":
         num_labels = 1
     elif task == "token-classification":
@@ -432,27 +505,78 @@ def _train_wordpiece():
     return tok
 
 
-def _train_byte_level_bpe():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+def _byte_level_bpe(head: list[str], tail: tuple[str, ...] | list[str] = ()):
+    """A GPT-2 style byte-level BPE trained on the corpus: ``head`` tokens first, ``tail`` after the merges."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok = Tokenizer(models.BPE(unk_token=None))
-    # roberta-base: no prefix space, offsets trimmed of the leading "Ġ" space.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    # No prefix space: the first word of a text has no "Ġ"; every later word does.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=specials,
+        special_tokens=list(head),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(training_corpus(), trainer=trainer)
+    # Tokens after the merges, as in the released vocabularies (DeBERTa's [MASK] is
+    # id 50264, ModernBERT's [UNK]..[MASK] are 50280..50284). Their [MASK] eats the
+    # space before it (lstrip), as the released tokenizers' does.
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=t == "[MASK]") for t in tail])
+    return tok
+
+
+def _train_byte_level_bpe():
+    from tokenizers import processors
+
+    tok = _byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    # roberta-base: no prefix space, offsets trimmed of the leading "Ġ" space.
     tok.post_processor = processors.RobertaProcessing(
         sep=("</s>", tok.token_to_id("</s>")),
         cls=("<s>", tok.token_to_id("<s>")),
         trim_offsets=True,
         add_prefix_space=False,
     )
+    return tok
+
+
+def _bert_template(tok, cls: str = "[CLS]", sep: str = "[SEP]"):
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(
+        single=f"{cls}:0 $A:0 {sep}:0",
+        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
+
+
+def _train_deberta_bpe():
+    """microsoft/deberta-base: GPT-2's byte-level BPE with BERT's special tokens, as transformers converts it.
+
+    The converter (``DebertaConverter``) puts a ``TemplateProcessing`` after the
+    byte-level pre-tokenizer, so offsets are not trimmed: "Ġworld" spans " world".
+    The BPE model has ``continuing_subword_prefix=""`` (not word-aware for the
+    NER pipeline).
+    """
+    from tokenizers import Tokenizer
+
+    tok = _byte_level_bpe(["[PAD]", "[CLS]", "[SEP]", "[UNK]"], ["[MASK]"])
+    state = json.loads(tok.to_str())
+    state["model"].update(continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+    tok = Tokenizer.from_str(json.dumps(state))
+    tok.post_processor = _bert_template(tok)
+    return tok
+
+
+def _train_modernbert_bpe():
+    """answerdotai/ModernBERT-base: an OLMo-style byte-level BPE, BERT's special tokens at the end.
+
+    ``TemplateProcessing`` after a byte-level pre-tokenizer, as in its
+    tokenizer.json: offsets are not trimmed ("Ġworld" spans " world").
+    """
+    tok = _byte_level_bpe(["<|padding|>", "<|endoftext|>"], ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+    tok.post_processor = _bert_template(tok)
     return tok
 
 
@@ -539,6 +663,10 @@ def _trained_tokenizer_json(arch: str) -> str:
         return _train_wordpiece().to_str()
     if arch == "roberta":
         return _train_byte_level_bpe().to_str()
+    if arch == "deberta":
+        return _train_deberta_bpe().to_str()
+    if arch == "modernbert":
+        return _train_modernbert_bpe().to_str()
     if arch in _UNIGRAM_SPECIALS:
         return _train_unigram(arch).to_str()
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
@@ -613,6 +741,36 @@ def build_tokenizer(arch: str):
             mask_token="[MASK]",
             **common,
         )
+    if arch == "deberta":
+        # DebertaTokenizerFast makes [MASK] eat the space before it (lstrip), as the released one does.
+        return tf.DebertaTokenizerFast(
+            tokenizer_object=_trained_tokenizer(arch),
+            add_prefix_space=False,
+            bos_token="[CLS]",
+            eos_token="[SEP]",
+            unk_token="[UNK]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            mask_token="[MASK]",
+            **common,
+        )
+    if arch == "modernbert":
+        from tokenizers import AddedToken
+
+        # As ModernBERT-base's tokenizer_config.json: the generic fast class, no
+        # token_type_ids, 8,192 tokens, and a [MASK] that eats the space before it.
+        return tf.PreTrainedTokenizerFast(
+            tokenizer_object=_trained_tokenizer(arch),
+            unk_token="[UNK]",
+            sep_token="[SEP]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            mask_token=AddedToken("[MASK]", lstrip=True, rstrip=False, normalized=False, special=True),
+            model_input_names=["input_ids", "attention_mask"],
+            clean_up_tokenization_spaces=True,
+            model_max_length=MODERNBERT_MAX_LENGTH,
+        )
     if arch == "albert":
         return tf.AlbertTokenizerFast(
             tokenizer_object=_trained_tokenizer(arch),
@@ -638,18 +796,21 @@ def build_tokenizer(arch: str):
 def _build_config(spec: CheckpointSpec, tokenizer):
     import transformers as tf
 
-    labels = _label_names(spec)
     common = dict(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id,
         eos_token_id=tokenizer.sep_token_id,
         initializer_range=INITIALIZER_RANGE,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        problem_type=spec.problem_type,
     )
+    if spec.task not in ("fill-mask", "feature-extraction"):
+        labels = _label_names(spec)
+        common.update(
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            problem_type=spec.problem_type,
+        )
     bert_like = dict(
         hidden_size=HIDDEN_SIZE,
         num_hidden_layers=NUM_LAYERS,
@@ -681,6 +842,37 @@ def _build_config(spec: CheckpointSpec, tokenizer):
             pooler_dropout=0.0,
             **common,
         )
+    if spec.arch == "deberta":
+        # microsoft/deberta-base: relative attention (c2p and p2c), no absolute positions, no token types.
+        return tf.DebertaConfig(
+            **bert_like,
+            type_vocab_size=0,
+            relative_attention=True,
+            max_relative_positions=-1,
+            pos_att_type=["c2p", "p2c"],
+            position_biased_input=False,
+            layer_norm_eps=1e-7,
+            pooler_hidden_size=HIDDEN_SIZE,
+            pooler_dropout=0.0,
+            **common,
+        )
+    if spec.arch == "modernbert":
+        # answerdotai/ModernBERT-base, shrunk: rotary positions, alternating global and local
+        # attention, GeGLU, no biases, mean pooling for classification (as its config.json).
+        return tf.ModernBertConfig(
+            hidden_size=HIDDEN_SIZE,
+            num_hidden_layers=NUM_LAYERS,
+            num_attention_heads=NUM_HEADS,
+            intermediate_size=INTERMEDIATE_SIZE,
+            max_position_embeddings=MODERNBERT_MAX_LENGTH,
+            global_attn_every_n_layers=2,
+            local_attention=MODERNBERT_LOCAL_ATTENTION,
+            classifier_pooling="mean",
+            cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            reference_compile=False,
+            **common,
+        )
     if spec.arch == "albert":
         return tf.AlbertConfig(**bert_like, embedding_size=16, type_vocab_size=2, **common)
     if spec.arch == "distilbert":
@@ -702,6 +894,8 @@ def _model_class(task: str):
         "text-classification": tf.AutoModelForSequenceClassification,
         "token-classification": tf.AutoModelForTokenClassification,
         "question-answering": tf.AutoModelForQuestionAnswering,
+        "fill-mask": tf.AutoModelForMaskedLM,
+        "feature-extraction": tf.AutoModel,
     }[task]
 
 
@@ -787,6 +981,64 @@ def _calibrate_head(model, tokenizer, task: str) -> None:
             last.bias.mul_(scale)
 
 
+def _masked_calibration_batch(tokenizer):
+    """The calibration sentences with one token in the middle of each replaced by the mask token."""
+    import torch
+
+    enc = tokenizer(_CALIBRATION_TEXTS, padding=True, return_tensors="pt")
+    lengths = enc["attention_mask"].sum(dim=1)
+    rows = torch.arange(len(lengths))
+    enc["input_ids"][rows, lengths // 2] = tokenizer.mask_token_id
+    return enc, (rows, lengths // 2)
+
+
+def _mlm_head_parts(model):
+    """The last LayerNorm of the masked-LM head, and its output bias over the vocabulary.
+
+    Every architecture here ends its head the same way: dense, activation,
+    LayerNorm, then the word embeddings (tied) and a bias over the vocabulary.
+    The embeddings are shared with the encoder, so the head is scaled through
+    its LayerNorm and centred through its bias, never through the decoder weight.
+    """
+    import torch
+
+    prefix = model.base_model_prefix
+    outside = lambda name: name != prefix and not name.startswith(prefix + ".")  # noqa: E731
+    norms = [m for name, m in model.named_modules() if outside(name) and isinstance(m, torch.nn.LayerNorm)]
+    vocab = model.config.vocab_size
+    biases = [p for name, p in model.named_parameters() if outside(name) and p.dim() == 1 and p.shape[0] == vocab]
+    if not norms or len(biases) != 1:
+        raise RuntimeError(
+            f"{type(model).__name__}: expected a LayerNorm and one vocabulary bias in the masked-LM head, "
+            f"found {len(norms)} and {len(biases)}"
+        )
+    return norms[-1], biases[0]
+
+
+def _calibrate_mlm_head(model, tokenizer) -> None:
+    """Make a masked-LM head's predictions at [MASK] depend on the context and stand well apart.
+
+    Logits are ``s * A + b`` for a scale ``s`` of the head's last LayerNorm and
+    its vocabulary bias ``b``: ``b`` takes away the part of ``A`` that is the
+    same at every masked position (else every text gets the same top-5), and
+    ``s`` spreads the rest to ``MASK_LOGIT_SPREAD`` over the vocabulary.
+    """
+    import torch
+
+    norm, bias = _mlm_head_parts(model)
+    enc, masked = _masked_calibration_batch(tokenizer)
+    with torch.no_grad():
+        bias.zero_()
+        logits = model(**enc).logits[masked]  # [sentences, vocab]
+        mean = logits.mean(dim=0)
+        spread = (logits - mean).std(dim=-1).mean()
+        scale = MASK_LOGIT_SPREAD / max(spread.item(), 1e-6)
+        norm.weight.mul_(scale)
+        if norm.bias is not None:
+            norm.bias.mul_(scale)
+        bias.copy_(-scale * mean)
+
+
 def build_model(spec: CheckpointSpec, tokenizer):
     """A randomly initialised tiny model for ``spec``, deterministic in ``spec.seed``."""
     import torch
@@ -795,7 +1047,10 @@ def build_model(spec: CheckpointSpec, tokenizer):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         model = _model_class(spec.task).from_config(config).eval()
-        _calibrate_head(model, tokenizer, spec.task)
+        if spec.task == "fill-mask":
+            _calibrate_mlm_head(model, tokenizer)
+        elif spec.task != "feature-extraction":  # a bare encoder has no head
+            _calibrate_head(model, tokenizer, spec.task)
     return model
 
 

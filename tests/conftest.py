@@ -25,7 +25,12 @@ CHECKPOINT_CACHE = REPO_ROOT / ".cache" / "test-checkpoints"
 
 # Served in the three-model layout (--layout steps), so that tests can reach their encoder step; every
 # other model is served in the default fused layout. Parity tests cover both.
-STEPS_LAYOUT = {"bert-single", "roberta-single", "ner-bert", "ner-xlm-roberta", "qa-deberta-v2"}
+STEPS_LAYOUT = {"bert-single", "roberta-single", "ner-bert", "ner-xlm-roberta", "ner-modernbert", "qa-deberta-v2"}
+
+# Architectures that transformers has a question-answering head for but optimum cannot export to ONNX
+# for that task: the QA suite checks that their export fails with a clear error instead of serving them.
+NO_QA_EXPORT = ("modernbert",)
+QA_ARCHITECTURES = tuple(arch for arch in ARCHITECTURES if arch not in NO_QA_EXPORT)
 
 
 def layout_of(name: str) -> str:
@@ -172,7 +177,7 @@ def served_qa(tmp_path_factory) -> Iterator[Served]:
     from tritonize.exporters.export import ExportOptions
 
     repository = tmp_path_factory.mktemp("qa") / "model_repository"
-    checkpoints = {arch: tiny_qa(arch) for arch in ARCHITECTURES}
+    checkpoints = {arch: tiny_qa(arch) for arch in QA_ARCHITECTURES}
     exports = [
         ExportOptions(str(checkpoint), "question-answering", f"qa-{arch}", repository,
                       layout=layout_of(f"qa-{arch}"))

@@ -17,6 +17,8 @@ import torch
 import transformers
 from transformers import (
     AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -24,7 +26,13 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoints import ARCHITECTURES, STAMP_NAME, make_tiny_checkpoint  # noqa: E402
+from checkpoints import (  # noqa: E402
+    ARCHITECTURES,
+    MODERNBERT_LOCAL_ATTENTION,
+    STAMP_NAME,
+    make_tiny_checkpoint,
+    tiny_checkpoint,
+)
 
 transformers.logging.set_verbosity_error()
 
@@ -44,7 +52,11 @@ SPECIAL_TOKENS = {
     "xlm-roberta": ("<s>", "</s>"),
     "deberta-v2": ("[CLS]", "[SEP]"),
     "albert": ("[CLS]", "[SEP]"),
+    "deberta": ("[CLS]", "[SEP]"),
+    "modernbert": ("[CLS]", "[SEP]"),
 }
+BYTE_LEVEL = {"roberta", "deberta", "modernbert"}
+MAX_LENGTH = {"modernbert": 8192}  # the others: 512
 LOWERCASED = {"bert", "distilbert", "electra", "albert"}
 
 
@@ -99,7 +111,7 @@ def test_tokenizer_adds_special_tokens_at_both_ends(checkpoint_root, arch):
     assert tokens[0] == first and tokens[-1] == last
     assert first not in tokens[1:-1] and last not in tokens[1:-1]
     assert tokenizer.cls_token == first and tokenizer.sep_token == last
-    assert tokenizer.model_max_length == 512
+    assert tokenizer.model_max_length == MAX_LENGTH.get(arch, 512)
     assert tokenizer.is_fast
 
     pair = tokenizer.convert_ids_to_tokens(tokenizer("Who?", "Me.")["input_ids"])
@@ -120,7 +132,7 @@ def _surface(arch: str, token: str) -> str | None:
     """What the token stands for in the (normalised) text, without its word-boundary mark."""
     if arch in ("bert", "distilbert", "electra"):
         return token.removeprefix("##")
-    if arch == "roberta":
+    if arch in BYTE_LEVEL:
         return _byte_level_surface(token)
     return token.replace("▁", "")
 
@@ -225,6 +237,106 @@ def test_question_answering_returns_a_span_of_the_context(checkpoint_root, arch)
     answer = pipeline("question-answering", model=str(path))(question="Who wrote Hamlet?", context=context)
     assert context[answer["start"] : answer["end"]] == answer["answer"]
     assert answer["answer"].strip() and 0.0 < answer["score"] <= 1.0
+
+
+MASKED_TEXTS = [
+    "The movie was {mask} wonderful.",
+    "I love this {mask}!",
+    "Angela Merkel met {mask} in Berlin on Monday.",
+    "The train to Zürich was {mask} again.",
+    "{mask}",
+    "東京 {mask} 北京 🌸",
+]
+# the space before the mask token is part of it (lstrip) where the released tokenizer does so
+MASK_EATS_SPACE = {"roberta", "xlm-roberta", "albert", "deberta", "modernbert"}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_fill_mask_top5_are_apart_and_follow_the_context(checkpoint_root, arch):
+    path = _checkpoint(checkpoint_root, arch, "fill-mask")
+    model = AutoModelForMaskedLM.from_pretrained(path).eval()
+    assert type(model).__name__.endswith("ForMaskedLM")
+    # the decoder is the word embeddings, as in the released checkpoints
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer.mask_token is not None and tokenizer.mask_token_id is not None
+    assert tokenizer.added_tokens_decoder[tokenizer.mask_token_id].lstrip is (arch in MASK_EATS_SPACE)
+    if arch in MASK_EATS_SPACE:  # no lone space piece ("Ġ", "▁") before the mask
+        ids = tokenizer(f"a {tokenizer.mask_token} b")["input_ids"]
+        assert tokenizer.convert_ids_to_tokens(ids)[ids.index(tokenizer.mask_token_id) - 1] in ("a", "▁a")
+
+    fill = pipeline("fill-mask", model=str(path))
+    firsts = set()
+    for template in MASKED_TEXTS:
+        text = template.format(mask=tokenizer.mask_token)
+        enc = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**enc).logits[0]
+        position = int((enc["input_ids"][0] == tokenizer.mask_token_id).nonzero()[0, 0])
+        top = logits[position].topk(6)
+        # the top-5 (and the sixth) are well apart: their order does not hang on float noise
+        assert (top.values[:-1] - top.values[1:]).min() > 1e-3, (text, top.values)
+        predictions = fill(text)
+        assert [p["token"] for p in predictions] == top.indices[:5].tolist()
+        probs = logits[position].softmax(-1)
+        assert [p["score"] for p in predictions] == pytest.approx(probs[top.indices[:5]].tolist(), abs=1e-5)
+        assert predictions[0]["score"] < 0.99  # not saturated
+        firsts.add(predictions[0]["token"])
+    assert len(firsts) >= len(MASKED_TEXTS) // 2, "the head predicts the same token whatever the context"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_feature_extraction_is_the_bare_encoder(checkpoint_root, arch):
+    path = _checkpoint(checkpoint_root, arch, "feature-extraction")
+    config = AutoConfig.from_pretrained(path)
+    model, info = AutoModel.from_pretrained(path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert config.architectures == [type(model).__name__] and type(model).__name__.endswith("Model")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    extract = pipeline("feature-extraction", model=str(path))
+    features = [torch.tensor(extract(text)[0]) for text in SENTENCES[:2]]
+    for text, got in zip(SENTENCES, features):
+        with torch.no_grad():
+            expected = model.eval()(**tokenizer(text, return_tensors="pt")).last_hidden_state[0]
+        assert got.shape == expected.shape == (len(tokenizer(text)["input_ids"]), 32)
+        assert torch.allclose(got, expected, atol=1e-5)
+    # the output depends on the text, not only on the position
+    assert (features[0][0] - features[1][0]).abs().max() > 1e-2
+
+
+def test_modernbert_is_rotary_with_local_attention_and_no_token_types(checkpoint_root):
+    path = _checkpoint(checkpoint_root, "modernbert", "token-classification")
+    config = AutoConfig.from_pretrained(path)
+    assert config.model_type == "modernbert" and config.max_position_embeddings == 8192
+    assert config.num_hidden_layers == 2 and config.global_attn_every_n_layers == 2  # one global, one local layer
+    assert config.local_attention == MODERNBERT_LOCAL_ATTENTION
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert type(tokenizer).__name__ == "PreTrainedTokenizerFast"
+    assert tokenizer.model_input_names == ["input_ids", "attention_mask"]
+    assert "token_type_ids" not in tokenizer("Who?", "Me.")
+    assert [tokenizer.unk_token, tokenizer.mask_token] == ["[UNK]", "[MASK]"]
+
+    # The sliding window is real: with a window as long as the model, long texts change, short ones do not.
+    windowed = AutoModel.from_pretrained(path).eval()
+    unwindowed = AutoModel.from_pretrained(path, local_attention=8192).eval()
+    assert windowed.layers[1].attn.local_attention == (MODERNBERT_LOCAL_ATTENTION // 2,) * 2
+    assert windowed.layers[0].attn.local_attention == (-1, -1)  # the global layer
+    for text, longer in (("Hello world!", False), (" ".join(SENTENCES), True)):
+        enc = tokenizer(text, return_tensors="pt")
+        assert (enc["input_ids"].shape[1] > MODERNBERT_LOCAL_ATTENTION // 2 + 1) is longer
+        with torch.no_grad():
+            a, b = (m(**enc).last_hidden_state for m in (windowed, unwindowed))
+        assert bool((a - b).abs().max() > 1e-4) is longer
+
+
+def test_tiny_checkpoint_caches_by_arguments(tmp_path):
+    path = tiny_checkpoint("modernbert", "fill-mask", root=tmp_path)
+    assert path == tmp_path / "fill-mask-modernbert"
+    assert json.loads((path / STAMP_NAME).read_text())["task"] == "fill-mask"
+    assert tiny_checkpoint("bert", "text-classification", num_labels=5, root=tmp_path) == (
+        tmp_path / "text-classification-bert-num_labels=5"
+    )
+    assert tiny_checkpoint("modernbert", "fill-mask", root=tmp_path) == path  # reused
 
 
 def test_build_is_deterministic_and_cached(tmp_path):

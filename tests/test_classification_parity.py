@@ -119,7 +119,7 @@ def test_more_texts_than_max_batch_size(served_classifiers, client):
         _assert_same(got, want, "chunked")
 
 
-@pytest.mark.parametrize("name", ["roberta-single", "deberta-v2-single"])
+@pytest.mark.parametrize("name", ["roberta-single", "deberta-v2-single", "modernbert-single"])
 def test_concurrent_mixed_lengths_match_one_by_one(served_classifiers, client, name):
     """Requests of mixed lengths batched together get what they get alone."""
     texts = [("short " * (1 + (i * 7) % 23)) + f"number {i} ends {'!' * (i % 3)}" for i in range(48)]

@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from checkpoints import ARCHITECTURES
-from conftest import CLASSIFIERS, step_model
+from conftest import CLASSIFIERS, QA_ARCHITECTURES, step_model
 from tritonize.client import Client, InvalidInput
 
 pytestmark = pytest.mark.server
@@ -750,7 +750,7 @@ def test_every_model_still_answers_as_the_pipeline(classifiers, ner, qa):
         assert_same_entities(client_n.extract_entities(name, NORMAL_TEXT), want, name)
 
     names = _ensembles(served_q)
-    assert set(names) >= {f"qa-{arch}" for arch in ARCHITECTURES} | {"qa-small-windows"}
+    assert set(names) >= {f"qa-{arch}" for arch in QA_ARCHITECTURES} | {"qa-small-windows"}
     for name in names:
         if name == "qa-small-windows":
             want = qa_oracle(served_q.checkpoints["bert"], QUESTION, CONTEXT, max_length=48,

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import tritonclient.grpc as grpcclient
 
-from checkpoints import ARCHITECTURES
+from conftest import NO_QA_EXPORT, QA_ARCHITECTURES, tiny_qa
 from tritonize.client import Answer, Client, InvalidInput, TritonizeError
 
 pytestmark = pytest.mark.server
@@ -62,14 +62,14 @@ def client(served_qa):
         yield client
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", QA_ARCHITECTURES)
 def test_matches_pipeline(served_qa, client, arch):
     pipe = _pipeline(served_qa.checkpoints[arch])
     assert len(pipe.tokenizer(LONG)["input_ids"]) > 1000
     variants = ({"top_k": 3}, {"handle_impossible_answer": True}, {"max_answer_len": 3})
     for index, (question, context) in enumerate(CASES):
         # the defaults, and one of the request options in turn
-        for kwargs in ({}, variants[(index + ARCHITECTURES.index(arch)) % len(variants)]):
+        for kwargs in ({}, variants[(index + QA_ARCHITECTURES.index(arch)) % len(variants)]):
             got = client.answer(f"qa-{arch}", question=question, context=context, **kwargs)
             _assert_same(got, pipe(question=question, context=context, **kwargs),
                          f"{arch} {kwargs} on {question!r}")
@@ -141,3 +141,28 @@ def test_bad_inputs(served_qa, client):
     with pytest.raises(TritonizeError, match=r"'QUESTION'\[0\] has \d+ tokens; the limit is 64"):
         client.answer("qa-bert", question=long_question, context="short context")
     assert client.answer("qa-bert", question="Where?", context=SHORT).answer  # the server is still up
+
+
+@pytest.mark.parametrize("arch", NO_QA_EXPORT)
+def test_export_without_an_onnx_qa_head_fails_clearly(tmp_path, arch):
+    """transformers has a QA head for it (the pipeline answers); optimum cannot export it: a clear error, not a
+    traceback, and nothing written."""
+    import subprocess
+    import sys
+
+    checkpoint = tiny_qa(arch)
+    answer = _pipeline(checkpoint)(question="Where was the order shipped?", context=SHORT)
+    assert SHORT[answer["start"]:answer["end"]] == answer["answer"]  # a real QA checkpoint, not a broken one
+    repository = tmp_path / "model_repository"
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonize.cli", "export", str(checkpoint), "--task", "question-answering",
+         "--name", f"qa-{arch}", "--repository", str(repository)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("tritonize: error: "), result.stderr
+    assert f"architecture {arch!r} has no ONNX export for question-answering" in error
+    assert "ForQuestionAnswering" in error and "text-classification" in error and "token-classification" in error
+    assert not (repository / f"qa-{arch}").exists()
