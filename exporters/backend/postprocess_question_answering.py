@@ -18,11 +18,9 @@ request through request parameters. Outputs for a request of ``b`` pairs are
 ``[b, n]``; ``COUNT`` says how many entries of each row are real.
 """
 
-import json
-
 import numpy as np
 
-from tritonize_step import param, pb_utils, request_parameters, RequestError, respond_each, strings
+from tritonize_step import Step, flag, positive_int, strings
 
 
 def decode_spans(start, end, topk, max_answer_len, undesired_tokens):
@@ -96,48 +94,22 @@ def answer_pair(context, windows, top_k, handle_impossible, max_answer_len):
     return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
 
 
-def _flag(value):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "1", "false", "0"):
-        return value.lower() in ("true", "1")
-    raise RequestError(f"request parameter handle_impossible_answer must be true or false, got {value!r}")
+class TritonPythonModel(Step):
+    config_parameters = {
+        "top_k": ("tritonize.top_k", int, 1),
+        "max_answer_len": ("tritonize.max_answer_len", int, 15),
+        "handle_impossible_answer": ("tritonize.handle_impossible_answer", bool, False),
+    }
+    request_parameters = {"top_k": positive_int, "max_answer_len": positive_int, "handle_impossible_answer": flag}
 
-
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        self.name = args["model_name"]
-        self.defaults = {
-            "top_k": int(param(config, "tritonize.top_k", "1")),
-            "max_answer_len": int(param(config, "tritonize.max_answer_len", "15")),
-            "handle_impossible_answer": param(config, "tritonize.handle_impossible_answer", "false") == "true",
-        }
-
-    def _options(self, request):
-        given = request_parameters(request)
-        options = dict(self.defaults)
-        for key in ("top_k", "max_answer_len"):
-            if key in given:
-                value = given[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise RequestError(f"request parameter {key} must be an integer >= 1, got {value!r}")
-                options[key] = value
-        if "handle_impossible_answer" in given:
-            options["handle_impossible_answer"] = _flag(given["handle_impossible_answer"])
-        return options
-
-    def execute(self, requests):
-        return respond_each(self.name, requests, self.respond)
-
-    def respond(self, request):
-        """One request's answer (the fused layout calls it too, with the encoder's tensors)."""
-        options = self._options(request)
-        get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
+    def preprocess(self, request):
         contexts = strings(request, "CONTEXT")
-        starts, ends = get("START_LOGITS"), get("END_LOGITS")
-        masks, p_masks = get("ATTENTION_MASK"), get("P_MASK")
-        offsets, word_ids, sequence_ids = get("OFFSETS"), get("WORD_IDS"), get("SEQUENCE_IDS")
+        names = ("START_LOGITS", "END_LOGITS", "ATTENTION_MASK", "P_MASK", "OFFSETS", "WORD_IDS", "SEQUENCE_IDS")
+        return contexts, {name: self.tensor(request, name) for name in names}
+
+    def forward(self, inputs, top_k, max_answer_len, handle_impossible_answer):
+        contexts, t = inputs
+        masks = t["ATTENTION_MASK"]
         per_pair = []
         for row, context in enumerate(contexts):
             windows = []
@@ -146,17 +118,18 @@ class TritonPythonModel:
                 if n == 0:
                     continue  # a padded window
                 windows.append((
-                    starts[row, w, :n].astype(np.float32), ends[row, w, :n].astype(np.float32),
-                    p_masks[row, w, :n], offsets[row, w, :n], word_ids[row, w, :n], sequence_ids[row, w, :n],
+                    t["START_LOGITS"][row, w, :n].astype(np.float32), t["END_LOGITS"][row, w, :n].astype(np.float32),
+                    t["P_MASK"][row, w, :n], t["OFFSETS"][row, w, :n], t["WORD_IDS"][row, w, :n],
+                    t["SEQUENCE_IDS"][row, w, :n],
                 ))
-            per_pair.append(answer_pair(
-                context, windows, options["top_k"], options["handle_impossible_answer"],
-                options["max_answer_len"],
-            ))
-        return self._response(per_pair)
+            per_pair.append(answer_pair(context, windows, top_k, handle_impossible_answer, max_answer_len))
+        return per_pair
+
+    def postprocess(self, per_pair):
+        return self._arrays(per_pair)
 
     @staticmethod
-    def _response(per_pair):
+    def _arrays(per_pair):
         width = max([len(answers) for answers in per_pair] + [0])
         shape = (len(per_pair), width)
         answer = np.full(shape, b"", dtype=object)
@@ -170,10 +143,4 @@ class TritonPythonModel:
                 start[row, column] = a["start"]
                 end[row, column] = a["end"]
         count = np.array([[len(answers)] for answers in per_pair], dtype=np.int64)
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("ANSWER", answer),
-            pb_utils.Tensor("SCORE", score),
-            pb_utils.Tensor("START", start),
-            pb_utils.Tensor("END", end),
-            pb_utils.Tensor("COUNT", count),
-        ])
+        return {"ANSWER": answer, "SCORE": score, "START": start, "END": end, "COUNT": count}

@@ -22,13 +22,10 @@ list) through request parameters. Outputs for a request of ``b`` texts are
 how many entries of each row are real (the rest is padding).
 """
 
-import json
-import os
-
 import numpy as np
 from tokenizers import Tokenizer
 
-from tritonize_step import param, pb_utils, request_parameters, RequestError, respond_each, strings
+from tritonize_step import Step, one_of, string_list, strings
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -174,45 +171,25 @@ class EntityDecoder:
         return merged
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.name = args["model_name"]
-        tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
-        labels = json.loads(param(config, "tritonize.labels"))
-        unk = param(config, "tritonize.unk_token_id", "")
-        self.decoder = EntityDecoder(tokenizer, labels, int(unk) if unk not in ("", "None") else None)
-        self.strategy = param(config, "tritonize.aggregation_strategy", "simple")
-        self.ignore_labels = json.loads(param(config, "tritonize.ignore_labels", '["O"]'))
+class TritonPythonModel(Step):
+    config_parameters = {
+        "labels": ("tritonize.labels", "json", []),
+        "unk_token_id": ("tritonize.unk_token_id", int, None),
+        "aggregation_strategy": ("tritonize.aggregation_strategy", str, "simple"),
+        "ignore_labels": ("tritonize.ignore_labels", "json", ["O"]),
+    }
+    request_parameters = {"aggregation_strategy": one_of(*STRATEGIES), "ignore_labels": string_list}
 
-    def _options(self, request):
-        parameters = request_parameters(request)
-        strategy = parameters.get("aggregation_strategy", self.strategy)
-        if strategy not in STRATEGIES:
-            raise RequestError(
-                f"request parameter aggregation_strategy={strategy!r} is not one of {', '.join(STRATEGIES)}"
-            )
-        ignore = parameters.get("ignore_labels")
-        if isinstance(ignore, str):
-            try:
-                ignore = json.loads(ignore)
-            except ValueError:
-                raise RequestError(f"request parameter ignore_labels must be a JSON list of strings, got {ignore!r}") from None
-        ignore = self.ignore_labels if ignore is None else ignore
-        if not isinstance(ignore, list) or not all(isinstance(x, str) for x in ignore):
-            raise RequestError(f"request parameter ignore_labels must be a JSON list of strings, got {ignore!r}")
-        return strategy, ignore
+    def setup(self):
+        tokenizer = Tokenizer.from_file(self.file("tokenizer.json"))
+        self.decoder = EntityDecoder(tokenizer, self.labels, self.unk_token_id)
 
-    def execute(self, requests):
-        return respond_each(self.name, requests, self.respond)
+    def preprocess(self, request):
+        return (strings(request, "TEXT"), self.tensor(request, "INPUT_IDS"), self.tensor(request, "OFFSETS"),
+                self.tensor(request, "SPECIAL_TOKENS_MASK"), self.tensor(request, "LOGITS"))
 
-    def respond(self, request):
-        """One request's answer (the fused layout calls it too, with the encoder's tensors)."""
-        strategy, ignore = self._options(request)
-        get = lambda name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()  # noqa: E731
-        texts = strings(request, "TEXT")
-        ids, offsets, special, logits = get("INPUT_IDS"), get("OFFSETS"), get("SPECIAL_TOKENS_MASK"), get("LOGITS")
+    def forward(self, inputs, aggregation_strategy, ignore_labels):
+        texts, ids, offsets, special, logits = inputs
         per_text = []
         for row, text in enumerate(texts):
             windows = [
@@ -220,11 +197,15 @@ class TritonPythonModel:
                 for w in range(ids.shape[1])
                 if not special[row, w].all()  # padded window, or a window of special tokens only
             ]
-            per_text.append(self.decoder.entities(text, windows, strategy, ignore) if windows else [])
-        return self._response(per_text, strategy)
+            per_text.append(self.decoder.entities(text, windows, aggregation_strategy, ignore_labels)
+                            if windows else [])
+        return per_text, aggregation_strategy
+
+    def postprocess(self, results):
+        return self._arrays(*results)
 
     @staticmethod
-    def _response(per_text, strategy):
+    def _arrays(per_text, strategy):
         width = max([len(entities) for entities in per_text] + [0])
         shape = (len(per_text), width)
         entity = np.full(shape, b"", dtype=object)
@@ -243,12 +224,5 @@ class TritonPythonModel:
                 end[row, column] = e["end"]
                 index[row, column] = e.get("index", -1)
         count = np.array([[len(entities)] for entities in per_text], dtype=np.int64)
-        return pb_utils.InferenceResponse(output_tensors=[
-            pb_utils.Tensor("ENTITY", entity),
-            pb_utils.Tensor("SCORE", score),
-            pb_utils.Tensor("WORD", word),
-            pb_utils.Tensor("START", start),
-            pb_utils.Tensor("END", end),
-            pb_utils.Tensor("INDEX", index),
-            pb_utils.Tensor("COUNT", count),
-        ])
+        return {"ENTITY": entity, "SCORE": score, "WORD": word, "START": start, "END": end, "INDEX": index,
+                "COUNT": count}
