@@ -20,37 +20,33 @@ than ``max_question_len`` tokens, a text over ``tritonize.max_text_chars``
 characters, a pair that needs more than ``tritonize.max_windows`` windows.
 """
 
-import json
-import os
-
 import numpy as np
 from tokenizers import Tokenizer
 
-from tritonize_step import check_windows, encode_per_request, int_param, param, pb_utils, RequestError, strings
+from tritonize_step import RequestError, Step, check_windows, encode_per_request, pb_utils, strings
 
 
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.name = args["model_name"]
-        self.tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
-        self.max_seq_len = int_param(config, "tritonize.max_length")
-        self.doc_stride = int_param(config, "tritonize.doc_stride")
-        self.max_question_len = int_param(config, "tritonize.max_question_len")
-        self.pad_id = int_param(config, "tritonize.pad_token_id", 0)
-        self.max_chars = int_param(config, "tritonize.max_text_chars", 0)
-        self.max_windows = int_param(config, "tritonize.max_windows", 0)
-        cls = param(config, "tritonize.cls_token_id", "")
-        self.cls_id = int(cls) if cls not in ("", "None") else None
-        self.question_tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
+class TritonPythonModel(Step):
+    config_parameters = {
+        "max_seq_len": ("tritonize.max_length", int, 0),
+        "doc_stride": ("tritonize.doc_stride", int, 0),
+        "max_question_len": ("tritonize.max_question_len", int, 0),
+        "pad_id": ("tritonize.pad_token_id", int, 0),
+        "max_chars": ("tritonize.max_text_chars", int, 0),
+        "max_windows": ("tritonize.max_windows", int, 0),
+        "cls_id": ("tritonize.cls_token_id", int, None),
+    }
+
+    def setup(self):
+        self.tokenizer = Tokenizer.from_file(self.file("tokenizer.json"))
+        self.question_tokenizer = Tokenizer.from_file(self.file("tokenizer.json"))
         self.question_tokenizer.no_truncation()
         self.question_tokenizer.no_padding()
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(
             max_length=self.max_seq_len, stride=self.doc_stride, strategy="only_second"
         )
-        self.output_names = [output["name"] for output in config["output"]]
+        self.output_names = [output["name"] for output in self.config["output"]]
 
     def _pairs(self, request):
         questions = strings(request, "QUESTION", self.max_chars)
