@@ -292,3 +292,17 @@ def test_a_task_without_an_ortmodel_class_gets_a_clear_error(tmp_path):
     task.ort_model_class = ""
     with pytest.raises(ExportError, match="names no optimum ORTModel class"):
         accuracy.variant_answers(task, tmp_path / "model.onnx", None, ["text"])
+
+
+def test_the_cli_prints_only_its_json_summary_on_stdout(tmp_path):
+    """ONNX Runtime's fusion code print()s notes on DeBERTa's graph: they go to stderr, so `| jq` keeps working."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonize.cli", "export", str(tiny_classifier("deberta-single")),
+         "--task", "text-classification", "--name", "d", "--repository", str(tmp_path / "repo"),
+         "--optimize", "O2"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)  # the whole of stdout is one JSON object
+    assert summary["name"] == "d" and summary["graph"] == "O2" and summary["task"] == "text-classification"
