@@ -395,3 +395,31 @@ def test_eval_texts_may_hold_pairs(tmp_path):
     path.write_text(json.dumps({"text": "a", "text_pair": 3}) + "\n", encoding="utf-8")
     with pytest.raises(ExportError, match=r"line 1: expected \"text\" and \"text_pair\" strings"):
         accuracy.read_eval_set(task, path)
+
+
+def test_predict_sends_pairs_with_inputs_text_text_pair(served):
+    """`tritonize predict MODEL A B C D --inputs text,text_pair`: the texts fill TEXT and TEXT_PAIR in turn."""
+    import json
+    import subprocess
+    import sys
+
+    checkpoint = str(served.checkpoints[MODELS["pair-bert"][0]])
+    items = [{"text": "A soccer game with multiple males playing.", "text_pair": "Some men are playing a sport."},
+             {"text": "A man is eating.", "text_pair": "Nobody eats."}]
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonize.cli", "predict", "pair-bert", *[v for i in items for v in i.values()],
+         "--inputs", "text,text_pair", "--param", "top_k=2", "--url", served.url],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = json.loads(result.stdout)
+    expected = _pipeline(checkpoint)(items, truncation=True, top_k=2)
+    assert [[r["label"] for r in row] for row in printed] == [[r["label"] for r in row] for row in expected]
+    for row, want in zip(printed, expected):
+        for got, w in zip(row, want):
+            assert abs(got["score"] - w["score"]) < TOLERANCE
+    odd = subprocess.run([sys.executable, "-m", "tritonize.cli", "predict", "pair-bert", "one", "--inputs",
+                          "text,text_pair", "--url", served.url], capture_output=True, text=True, timeout=120)
+    assert odd.returncode == 2 and "groups of 2: TEXT TEXT_PAIR" in odd.stderr
+    unknown = subprocess.run([sys.executable, "-m", "tritonize.cli", "predict", "pair-bert", "one", "--inputs",
+                              "text,pair", "--url", served.url], capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "text-classification takes text, text_pair" in unknown.stderr
