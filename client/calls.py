@@ -393,8 +393,8 @@ def fill_mask(model: str, texts: Texts, top_k: Optional[int], targets: Any, time
 
     A text with one mask gives a list of ``top_k`` ``MaskFill`` (best first),
     one with several masks a list of such lists, one per mask; a list of
-    texts one such result per text, except that a list of one text is
-    answered as that text alone, as the pipeline answers it.
+    texts one such result per text (also for a list of one text, which the
+    pipeline unwraps).
     """
     model, timeout = check_model(model), check_timeout(timeout)
     _positive("top_k", top_k)
