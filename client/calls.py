@@ -125,6 +125,20 @@ def _check_text(text: str, where: str) -> None:
         ) from None
 
 
+def _check_item(item: Any, where: str, optional: bool = False) -> None:
+    """One item of a list of texts: a valid str (or None, when ``optional``)."""
+    if isinstance(item, str):
+        _check_text(item, where)
+        return
+    if item is None and optional:
+        return
+    kinds = "a str or None" if optional else "a str"
+    if isinstance(item, (bytes, bytearray)):
+        raise InvalidInput(f"{where} must be {kinds}, got {type(item).__name__}; "
+                           "decode it first (e.g. .decode('utf-8'))")
+    raise InvalidInput(f"{where} must be {kinds}, got {type(item).__name__}")
+
+
 def as_batch(texts: Any, name: str = "texts") -> List[str]:
     """``texts`` as a list of valid str: a str is one item, a list (or tuple) of str is many."""
     if texts is None:
@@ -140,13 +154,7 @@ def as_batch(texts: Any, name: str = "texts") -> List[str]:
         raise InvalidInput(f"{name} must be a str or a list of str, got {type(texts).__name__}{unordered}")
     items = list(texts)
     for index, item in enumerate(items):
-        if isinstance(item, str):
-            _check_text(item, f"{name}[{index}]")
-        elif isinstance(item, (bytes, bytearray)):
-            raise InvalidInput(f"{name}[{index}] must be a str, got {type(item).__name__}; "
-                               "decode it first (e.g. .decode('utf-8'))")
-        else:
-            raise InvalidInput(f"{name}[{index}] must be a str, got {type(item).__name__}")
+        _check_item(item, f"{name}[{index}]")
     return items
 
 
@@ -196,15 +204,7 @@ def as_pairs(text_pair: Any, texts: Any, size: int) -> List[Optional[str]]:
     if len(pairs) != size:
         raise InvalidInput(f"text_pair must have one item per text: texts has {size}, text_pair {len(pairs)}")
     for index, pair in enumerate(pairs):
-        where = f"text_pair[{index}]"
-        if pair is None or isinstance(pair, str):  # None: that text is classified alone
-            if pair is not None:
-                _check_text(pair, where)
-        elif isinstance(pair, (bytes, bytearray)):
-            raise InvalidInput(f"{where} must be a str or None, got {type(pair).__name__}; "
-                               "decode it first (e.g. .decode('utf-8'))")
-        else:
-            raise InvalidInput(f"{where} must be a str or None, got {type(pair).__name__}")
+        _check_item(pair, f"text_pair[{index}]", optional=True)  # None: that text is classified alone
     return pairs
 
 

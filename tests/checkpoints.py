@@ -683,6 +683,11 @@ def build_tokenizer(arch: str):
     import transformers as tf
 
     common = {"model_max_length": MAX_LENGTH}
+    # the special tokens of the two families: <s> ... </s> (RoBERTa, XLM-R), [CLS] ... [SEP] (DeBERTa)
+    roberta_specials = dict(bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+                            unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    deberta_specials = dict(bos_token="[CLS]", eos_token="[SEP]", unk_token="[UNK]", sep_token="[SEP]",
+                            pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]")
     if arch in ("bert", "distilbert", "electra"):
         cls = {
             "bert": tf.BertTokenizerFast,
@@ -706,39 +711,17 @@ def build_tokenizer(arch: str):
             tokenizer_object=_trained_tokenizer(arch),
             add_prefix_space=False,
             trim_offsets=True,
-            bos_token="<s>",
-            eos_token="</s>",
-            sep_token="</s>",
-            cls_token="<s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            mask_token="<mask>",
+            **roberta_specials,
             **common,
         )
     if arch == "xlm-roberta":
-        return tf.XLMRobertaTokenizerFast(
-            tokenizer_object=_trained_tokenizer(arch),
-            bos_token="<s>",
-            eos_token="</s>",
-            sep_token="</s>",
-            cls_token="<s>",
-            unk_token="<unk>",
-            pad_token="<pad>",
-            mask_token="<mask>",
-            **common,
-        )
+        return tf.XLMRobertaTokenizerFast(tokenizer_object=_trained_tokenizer(arch), **roberta_specials, **common)
     if arch == "deberta-v2":
         return tf.DebertaV2TokenizerFast(
             tokenizer_object=_trained_tokenizer(arch),
             do_lower_case=False,
             split_by_punct=False,
-            bos_token="[CLS]",
-            eos_token="[SEP]",
-            unk_token="[UNK]",
-            sep_token="[SEP]",
-            pad_token="[PAD]",
-            cls_token="[CLS]",
-            mask_token="[MASK]",
+            **deberta_specials,
             **common,
         )
     if arch == "deberta":
@@ -746,13 +729,7 @@ def build_tokenizer(arch: str):
         return tf.DebertaTokenizerFast(
             tokenizer_object=_trained_tokenizer(arch),
             add_prefix_space=False,
-            bos_token="[CLS]",
-            eos_token="[SEP]",
-            unk_token="[UNK]",
-            sep_token="[SEP]",
-            pad_token="[PAD]",
-            cls_token="[CLS]",
-            mask_token="[MASK]",
+            **deberta_specials,
             **common,
         )
     if arch == "modernbert":

@@ -14,23 +14,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from conftest import CLASSIFIERS, step_model
+from data.hard_texts import HARD_TEXTS
 from tritonize.client import Client, LabelScore
 
 pytestmark = pytest.mark.server
 
 TOLERANCE = 1e-4
 
-TEXTS = [
-    "I love this.",
-    "The service was terrible, and the food arrived cold after an hour.",
-    "Café au lait at the Hôtel — naïve façade, déjà vu!",
-    "東京 and 北京 are big cities 🌸🚀",
-    "tokenization  with   odd\tspacing\nand newlines",
-    "",
-    "a",
-    "Unbelievably overcomplicated counterrevolutionaries reconsidered.",
-    " ".join(["The committee reviewed the quarterly numbers again and again."] * 80),  # past 512 tokens
-]
+TEXTS = HARD_TEXTS
 
 
 def _pipeline(checkpoint, **kwargs):

